@@ -1,1 +1,38 @@
-//! placeholder
+//! `vigil-engine`: Vigil's columnar store.
+//!
+//! Writes are decoded (line protocol or events JSON), checked against the table schemas,
+//! logged in the WAL as one record per request, and kept in an in-memory Arrow buffer.
+//! A background flusher writes the buffer to sorted, deduplicated Parquet files in daily
+//! partitions and replaces the manifest (files, schemas, WAL checkpoint) atomically; the
+//! WAL is then truncated behind the checkpoint. Recovery is manifest + WAL replay.
+//!
+//! Invariants:
+//! - A write is acknowledged only once its WAL record is durable.
+//! - A request is stored whole or not at all.
+//! - Every WAL record at or below the manifest's checkpoint is in the manifest's files.
+//! - Metrics: `(series, time)` is unique; the later write wins.
+
+mod batch;
+mod buffer;
+mod config;
+mod engine;
+mod error;
+mod events;
+mod line_protocol;
+mod manifest;
+mod payload;
+mod persist;
+mod schema;
+mod time;
+
+pub use batch::TableBatch;
+pub use config::EngineConfig;
+pub use engine::{Engine, EngineStats, PreparedWrite, WriteSummary};
+pub use error::{Error, LineError, Result};
+pub use events::{Event, normalise_severity, parse_events};
+pub use line_protocol::{FieldValue, Line, Precision, parse_lines};
+pub use manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
+pub use payload::{KIND_TABLE_BATCHES, decode as decode_payload, encode as encode_payload};
+pub use persist::{partition_name, table_dir_name};
+pub use schema::{Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema};
+pub use time::{MockTimeProvider, SystemTimeProvider, TimeProvider};

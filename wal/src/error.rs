@@ -28,6 +28,9 @@ pub enum Error {
     #[error("WAL record kind 0 is reserved")]
     ReservedKind,
 
+    #[error("WAL record {lsn} could not be replayed: {reason}")]
+    Replay { lsn: u64, reason: String },
+
     #[error("WAL is closed")]
     Closed,
 

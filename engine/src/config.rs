@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vigil_wal::WalConfig;
+
+use crate::error::{Error, Result};
+
+/// Settings of the storage engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Data directory; default `./vigil-data`.
+    pub data_dir: PathBuf,
+    /// WAL settings (durability, segment size, recovery mode).
+    pub wal: WalConfig,
+    /// Flush the buffer to Parquet once it holds this many bytes; default 128 MiB.
+    pub flush_bytes: usize,
+    /// Flush the buffer once its oldest row is this old; default 5 minutes.
+    pub flush_age: Duration,
+    /// Refuse writes (overloaded) while buffered plus flushing data exceeds this; default 512 MiB.
+    pub max_buffer_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("vigil-data"),
+            wal: WalConfig::default(),
+            flush_bytes: 128 * 1024 * 1024,
+            flush_age: Duration::from_secs(300),
+            max_buffer_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<()> {
+        self.wal.validate()?;
+        if self.max_buffer_bytes < self.flush_bytes {
+            return Err(Error::Wal(vigil_wal::Error::Config(format!(
+                "max buffer ({} bytes) must be at least the flush size ({} bytes)",
+                self.max_buffer_bytes, self.flush_bytes
+            ))));
+        }
+        if self.flush_age.is_zero() {
+            return Err(Error::Wal(vigil_wal::Error::Config("flush age must be positive".into())));
+        }
+        Ok(())
+    }
+}

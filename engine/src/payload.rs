@@ -1,0 +1,131 @@
+//! Payloads of the WAL records the engine writes (specified in `docs/wal-format.md`).
+//!
+//! Kind [`KIND_TABLE_BATCHES`]: one write request's rows, all or nothing.
+//!
+//! ```text
+//! u8  version = 1
+//! u32 count
+//! count × { u16 name_len, name (UTF-8), i32 day, u32 ipc_len, Arrow IPC stream (ZSTD buffers) }
+//! ```
+//! Integers are little-endian.
+
+use std::io::Cursor;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::CompressionType;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+
+use crate::batch::TableBatch;
+use crate::error::{Error, Result};
+
+/// WAL record kind holding [`TableBatch`]es.
+pub const KIND_TABLE_BATCHES: u8 = 1;
+const VERSION: u8 = 1;
+
+/// Encodes batches as one WAL payload.
+pub fn encode(batches: &[TableBatch]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1024);
+    out.push(VERSION);
+    out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
+    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+    for tb in batches {
+        let name = tb.table.as_bytes();
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&tb.day.to_le_bytes());
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let mut writer = StreamWriter::try_new_with_options(&mut out, &tb.batch.schema(), options.clone())?;
+        writer.write(&tb.batch)?;
+        writer.finish()?;
+        drop(writer);
+        let ipc_len = (out.len() - len_at - 4) as u32;
+        out[len_at..len_at + 4].copy_from_slice(&ipc_len.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Decodes a payload written by [`encode`]. Never panics, whatever the bytes.
+pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Vec<TableBatch>> {
+    let bad = |reason: String| Error::BadRecord { lsn, reason };
+    let mut r = Reader { bytes, pos: 0 };
+    let version = r.take(1).ok_or_else(|| bad("empty payload".into()))?[0];
+    if version != VERSION {
+        return Err(bad(format!("unsupported payload version {version}")));
+    }
+    let count = r.u32().ok_or_else(|| bad("truncated count".into()))?;
+    let mut out = Vec::new();
+    for i in 0..count {
+        let truncated = || bad(format!("batch {i} is truncated"));
+        let name_len = r.u16().ok_or_else(truncated)? as usize;
+        let name = std::str::from_utf8(r.take(name_len).ok_or_else(truncated)?)
+            .map_err(|_| bad(format!("batch {i} table name is not UTF-8")))?
+            .to_string();
+        let day = r.u32().ok_or_else(truncated)? as i32;
+        let ipc_len = r.u32().ok_or_else(truncated)? as usize;
+        let ipc = r.take(ipc_len).ok_or_else(truncated)?;
+        let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| bad(e.to_string()))?;
+        for batch in reader {
+            let batch: RecordBatch = batch.map_err(|e| bad(e.to_string()))?;
+            out.push(TableBatch {
+                table: name.clone(),
+                day,
+                batch,
+            });
+        }
+    }
+    if r.pos != bytes.len() {
+        return Err(bad("trailing bytes after the last batch".into()));
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::build_metric_batches;
+    use crate::line_protocol::{Precision, parse_lines};
+
+    #[test]
+    fn round_trip() {
+        let lines: Vec<_> = parse_lines("cpu,host=a u=1,s=\"x\" 10\ncpu,host=b u=2", Precision::Nanoseconds)
+            .filter_map(|l| l.ok())
+            .collect();
+        let mb = build_metric_batches(&lines, 5).unwrap().remove(0);
+        let tb = vec![TableBatch {
+            table: "cpu".into(),
+            day: 3,
+            batch: mb.batch,
+        }];
+        let bytes = encode(&tb).unwrap();
+        let back = decode(1, &bytes).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].table.as_str(), back[0].day), ("cpu", 3));
+        assert_eq!(back[0].batch, tb[0].batch);
+        for n in 0..bytes.len() {
+            assert!(decode(1, &bytes[..n]).is_err(), "prefix {n} decoded");
+        }
+    }
+}

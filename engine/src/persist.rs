@@ -1,0 +1,247 @@
+//! Writing a partition's buffered rows to one sorted, deduplicated Parquet file.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array, new_null_array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::row::{RowConverter, SortField};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+use crate::manifest::{FileMeta, rename_durable, sync_dir, tmp_path};
+use crate::schema::{EVENTS_TABLE, TIME_COLUMN, TableSchema};
+
+/// Rows of one table and day to persist, in arrival (LSN) order.
+pub(crate) struct PartitionRows<'a> {
+    pub(crate) table: &'a str,
+    pub(crate) day: i32,
+    pub(crate) schema: &'a TableSchema,
+    pub(crate) chunks: Vec<RecordBatch>,
+    pub(crate) max_lsn: u64,
+}
+
+/// `yyyy-mm-dd` of a UTC day number.
+pub fn partition_name(day: i32) -> String {
+    chrono::DateTime::from_timestamp(i64::from(day) * 86_400, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| format!("day{day}"))
+}
+
+/// A table name as a directory name: bytes outside `[A-Za-z0-9_-]` become `%XX`.
+pub fn table_dir_name(table: &str) -> String {
+    let mut out = String::with_capacity(table.len());
+    for b in table.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Brings every chunk to the table's schema (absent columns read as null), concatenates
+/// them, sorts by series then time and, for metrics, keeps only the last write of each
+/// (series, time).
+pub(crate) fn merge_rows(part: &PartitionRows<'_>) -> Result<RecordBatch> {
+    let schema = part.schema.arrow_schema();
+    let unified: Vec<RecordBatch> = part
+        .chunks
+        .iter()
+        .map(|chunk| {
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| match chunk.column_by_name(f.name()) {
+                    Some(c) => Arc::clone(c),
+                    None => new_null_array(f.data_type(), chunk.num_rows()),
+                })
+                .collect();
+            RecordBatch::try_new(Arc::clone(&schema), columns)
+        })
+        .collect::<Result<_, _>>()?;
+    let all = concat_batches(&schema, &unified)?;
+    let dedup = part.table != EVENTS_TABLE;
+    let keys: Vec<&str> = if dedup {
+        part.schema.tag_names().chain([TIME_COLUMN]).collect()
+    } else {
+        vec![TIME_COLUMN]
+    };
+    let indices = sorted_indices(&all, &keys, dedup)?;
+    Ok(take_record_batch(&all, &indices)?)
+}
+
+/// Row order by `keys` (stable: equal keys keep arrival order); with `keep_last`, only the
+/// last row of each run of equal keys.
+fn sorted_indices(batch: &RecordBatch, keys: &[&str], keep_last: bool) -> Result<UInt32Array> {
+    let columns: Vec<ArrayRef> = keys
+        .iter()
+        .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
+        .collect();
+    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let converter = RowConverter::new(fields)?;
+    let rows = converter.convert_columns(&columns)?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)).then(a.cmp(&b)));
+    if keep_last {
+        let keep: Vec<u32> = order
+            .iter()
+            .enumerate()
+            .filter(|&(i, &r)| order.get(i + 1).is_none_or(|&next| rows.row(r as usize) != rows.row(next as usize)))
+            .map(|(_, &r)| r)
+            .collect();
+        order = keep;
+    }
+    Ok(UInt32Array::from(order))
+}
+
+fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterProperties> {
+    let time = ColumnPath::from(TIME_COLUMN);
+    let zstd = ZstdLevel::try_new(3).map_err(|e| Error::Parquet {
+        file: String::new(),
+        source: e,
+    })?;
+    let time_idx = schema.columns().iter().position(|c| c.name == TIME_COLUMN).unwrap_or(0);
+    let mut sorting: Vec<SortingColumn> = schema
+        .columns()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == crate::schema::ColumnKind::Tag)
+        .take(sort_keys)
+        .map(|(i, _)| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: true,
+        })
+        .collect();
+    sorting.push(SortingColumn {
+        column_idx: time_idx as i32,
+        descending: false,
+        nulls_first: false,
+    });
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_dictionary_enabled(time.clone(), false)
+        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
+        .set_sorting_columns(Some(sorting))
+        .set_created_by(format!("vigil {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// Writes the partition to `tables/<table>/<yyyy-mm-dd>/<file_id>.parquet` under
+/// `data_dir` durably (temp file, fsync, rename, fsync dirs). `None` when it has no rows.
+pub(crate) fn write_partition(data_dir: &Path, file_id: u64, part: &PartitionRows<'_>) -> Result<Option<FileMeta>> {
+    let batch = merge_rows(part)?;
+    if batch.num_rows() == 0 {
+        return Ok(None);
+    }
+    let partition = partition_name(part.day);
+    let rel_dir = Path::new("tables").join(table_dir_name(part.table)).join(&partition);
+    let dir = data_dir.join(&rel_dir);
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let rel = rel_dir.join(format!("{file_id:016}.parquet"));
+    let path = data_dir.join(&rel);
+    let tmp = tmp_path(&path);
+    let pq = |source| Error::Parquet {
+        file: path.display().to_string(),
+        source,
+    };
+    let sort_keys = if part.table == EVENTS_TABLE { 0 } else { usize::MAX };
+    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(part.schema, sort_keys)?)).map_err(pq)?;
+    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new("vigil.table".into(), part.table.to_string()));
+    writer.write(&batch).map_err(pq)?;
+    let file = writer.into_inner().map_err(pq)?;
+    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    let size_bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
+    drop(file);
+    rename_durable(&tmp, &path)?;
+    // New partition and table directories must survive a crash too.
+    for d in [dir.as_path(), dir.parent().unwrap_or(&dir), &data_dir.join("tables")] {
+        sync_dir(d)?;
+    }
+    let (min_time, max_time) = time_range(&batch);
+    Ok(Some(FileMeta {
+        path: rel.to_string_lossy().replace('\\', "/"),
+        partition,
+        rows: batch.num_rows() as u64,
+        size_bytes,
+        min_time,
+        max_time,
+        max_lsn: part.max_lsn,
+    }))
+}
+
+fn time_range(batch: &RecordBatch) -> (i64, i64) {
+    let Some(time) = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    else {
+        return (0, 0);
+    };
+    let min = arrow::compute::min(time).unwrap_or(0);
+    let max = arrow::compute::max(time).unwrap_or(0);
+    debug_assert_eq!(time.null_count(), 0);
+    (min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::build_metric_batches;
+    use crate::line_protocol::{Precision, parse_lines};
+    use arrow::util::pretty::pretty_format_batches;
+
+    fn chunk(body: &str) -> RecordBatch {
+        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds).map(|l| l.unwrap()).collect();
+        build_metric_batches(&lines, 0).unwrap().remove(0).batch
+    }
+
+    #[test]
+    fn merge_sorts_by_series_then_time_and_later_write_wins() {
+        let c1 = chunk("m,h=b f=1 20\nm,h=a f=2 10\nm,h=b f=3 10");
+        let c2 = chunk("m,h=b f=30 10\nm,h=a,z=q g=1i 10");
+        let mut schema = TableSchema::from_metric_arrow(&c1.schema());
+        for f in c2.schema().fields() {
+            if schema.column(f.name()).is_none() {
+                schema.add(crate::schema::Column {
+                    name: f.name().clone(),
+                    kind: crate::schema::ColumnKind::of_metric_field(f).unwrap(),
+                });
+            }
+        }
+        let part = PartitionRows {
+            table: "m",
+            day: 0,
+            schema: &schema,
+            chunks: vec![c1, c2],
+            max_lsn: 2,
+        };
+        let out = pretty_format_batches(&[merge_rows(&part).unwrap()]).unwrap().to_string();
+        let expected = "\
++---+---+------+---+--------------------------------+
+| h | z | f    | g | time                           |
++---+---+------+---+--------------------------------+
+| a |   | 2.0  |   | 1970-01-01T00:00:00.000000010Z |
+| a | q |      | 1 | 1970-01-01T00:00:00.000000010Z |
+| b |   | 30.0 |   | 1970-01-01T00:00:00.000000010Z |
+| b |   | 1.0  |   | 1970-01-01T00:00:00.000000020Z |
++---+---+------+---+--------------------------------+";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(partition_name(0), "1970-01-01");
+        assert_eq!(partition_name(20_414), "2025-11-22");
+        assert_eq!(table_dir_name("cpu_1-x"), "cpu_1-x");
+        assert_eq!(table_dir_name("../a b"), "%2E%2E%2Fa%20b");
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! `vigil-api`: Vigil's HTTP interface.
+//!
+//! Routes: line protocol writes (`/api/v1/write` and the InfluxDB-compatible `/write` and
+//! `/api/v2/write`), events (`/api/v1/events`), `/health` and `/metrics`. Every error maps
+//! to a status code in one place ([`ApiError`]), and never leaks internals.
+
+mod error;
+mod http;
+mod metrics;
+mod write;
+
+pub use error::ApiError;
+pub use http::{AppState, HttpConfig, router};

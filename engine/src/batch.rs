@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
-    TimestampNanosecondArray, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    StringDictionaryBuilder, TimestampNanosecondArray, UInt64Builder,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Int32Type, Schema};
@@ -49,8 +49,12 @@ impl Builder {
             ColumnKind::Field(FieldType::Float) => Self::F64(Float64Builder::with_capacity(rows)),
             ColumnKind::Field(FieldType::Integer) => Self::I64(Int64Builder::with_capacity(rows)),
             ColumnKind::Field(FieldType::Unsigned) => Self::U64(UInt64Builder::with_capacity(rows)),
-            ColumnKind::Field(FieldType::Boolean) => Self::Bool(BooleanBuilder::with_capacity(rows)),
-            ColumnKind::Field(FieldType::String) | ColumnKind::Text => Self::Str(StringBuilder::with_capacity(rows, rows * 8)),
+            ColumnKind::Field(FieldType::Boolean) => {
+                Self::Bool(BooleanBuilder::with_capacity(rows))
+            }
+            ColumnKind::Field(FieldType::String) | ColumnKind::Text => {
+                Self::Str(StringBuilder::with_capacity(rows, rows * 8))
+            }
             ColumnKind::Tag | ColumnKind::Time => Self::Tag(StringDictionaryBuilder::new()),
         }
     }
@@ -154,15 +158,25 @@ impl Columns {
 
     /// Orders columns as tables do: tags, fields, each by name.
     fn sorted(mut self) -> Self {
-        self.cols.sort_by(|a, b| ((a.1 != ColumnKind::Tag), &a.0).cmp(&((b.1 != ColumnKind::Tag), &b.0)));
-        self.index = self.cols.iter().enumerate().map(|(i, c)| (c.0.clone(), i)).collect();
+        self.cols.sort_by(|a, b| {
+            ((a.1 != ColumnKind::Tag), &a.0).cmp(&((b.1 != ColumnKind::Tag), &b.0))
+        });
+        self.index = self
+            .cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.0.clone(), i))
+            .collect();
         self
     }
 }
 
 /// Builds one batch per measurement, in order of first appearance. Lines without a
 /// timestamp get `default_time`.
-pub(crate) fn build_metric_batches(lines: &[Line<'_>], default_time: i64) -> Result<Vec<MetricBatch>> {
+pub(crate) fn build_metric_batches(
+    lines: &[Line<'_>],
+    default_time: i64,
+) -> Result<Vec<MetricBatch>> {
     let mut order: Vec<&str> = Vec::new();
     let mut groups: HashMap<&str, Vec<&Line<'_>>> = HashMap::new();
     for line in lines {
@@ -185,7 +199,8 @@ fn build_table(table: &str, lines: &[&Line<'_>], default_time: i64) -> Result<Me
     if table == EVENTS_TABLE {
         return Err(Error::InvalidName {
             name: table.into(),
-            reason: "'events' is reserved for the events table; write events to /api/v1/events".into(),
+            reason: "'events' is reserved for the events table; write events to /api/v1/events"
+                .into(),
         });
     }
     validate_name(table, "measurement")?;
@@ -200,7 +215,11 @@ fn build_table(table: &str, lines: &[&Line<'_>], default_time: i64) -> Result<Me
     }
     let cols = cols.sorted();
     let rows = lines.len();
-    let mut builders: Vec<Builder> = cols.cols.iter().map(|(_, k)| Builder::new(*k, rows)).collect();
+    let mut builders: Vec<Builder> = cols
+        .cols
+        .iter()
+        .map(|(_, k)| Builder::new(*k, rows))
+        .collect();
     let mut filled = vec![usize::MAX; builders.len()];
     let mut times = Vec::with_capacity(rows);
     for (row, l) in lines.iter().enumerate() {
@@ -228,7 +247,9 @@ fn build_table(table: &str, lines: &[&Line<'_>], default_time: i64) -> Result<Me
         .collect();
     fields.push(Field::new(TIME_COLUMN, ColumnKind::Time.data_type(), false));
     let mut arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
-    arrays.push(Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")));
+    arrays.push(Arc::new(
+        TimestampNanosecondArray::from(times).with_timezone("UTC"),
+    ));
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
     Ok(MetricBatch {
         table: table.to_string(),
@@ -254,7 +275,9 @@ pub(crate) fn split_by_day(table: &str, batch: RecordBatch) -> Result<Vec<TableB
     distinct
         .into_iter()
         .map(|day| {
-            let mask = arrow::array::BooleanArray::from(days.iter().map(|&d| d == day).collect::<Vec<_>>());
+            let mask = arrow::array::BooleanArray::from(
+                days.iter().map(|&d| d == day).collect::<Vec<_>>(),
+            );
             Ok(TableBatch {
                 table: table.to_string(),
                 day,
@@ -268,7 +291,11 @@ fn day_column(batch: &RecordBatch) -> Result<Vec<i32>> {
     let time = batch
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| Error::Arrow(arrow::error::ArrowError::SchemaError("batch has no time column".into())))?;
+        .ok_or_else(|| {
+            Error::Arrow(arrow::error::ArrowError::SchemaError(
+                "batch has no time column".into(),
+            ))
+        })?;
     Ok(time.values().iter().map(|t| day_of(*t)).collect())
 }
 
@@ -284,15 +311,21 @@ mod tests {
     use arrow::util::pretty::pretty_format_batches;
 
     fn build(body: &str) -> Result<Vec<MetricBatch>> {
-        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds).map(|l| l.unwrap()).collect();
+        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds)
+            .map(|l| l.unwrap())
+            .collect();
         build_metric_batches(&lines, 7)
     }
 
     #[test]
     fn one_batch_per_measurement_with_nulls_for_missing_columns() {
-        let out = build("cpu,host=a u=1 10\nmem,host=a free=3i 10\ncpu,host=b,dc=x s=\"hi\" 20\ncpu u=2").unwrap();
+        let out =
+            build("cpu,host=a u=1 10\nmem,host=a free=3i 10\ncpu,host=b,dc=x s=\"hi\" 20\ncpu u=2")
+                .unwrap();
         assert_eq!(out.len(), 2);
-        let text = pretty_format_batches(&[out[0].batch.clone()]).unwrap().to_string();
+        let text = pretty_format_batches(&[out[0].batch.clone()])
+            .unwrap()
+            .to_string();
         let expected = "\
 +----+------+----+-----+--------------------------------+
 | dc | host | s  | u   | time                           |
@@ -309,7 +342,10 @@ mod tests {
         let err = build("cpu f=1\ncpu f=2i").err().unwrap();
         let msg = err.to_string();
         assert!(msg.contains("'cpu'") && msg.contains("'f'"), "{msg}");
-        assert!(msg.contains("float field (line 1)") && msg.contains("integer field in line 2"), "{msg}");
+        assert!(
+            msg.contains("float field (line 1)") && msg.contains("integer field in line 2"),
+            "{msg}"
+        );
         assert!(build("cpu,f=a x=1\ncpu f=2").is_err(), "tag then field");
         assert!(build("cpu time=1").is_err());
         assert!(build("events x=1").is_err());
@@ -318,7 +354,12 @@ mod tests {
     #[test]
     fn splits_by_utc_day() {
         let day = DAY_NANOS;
-        let body = format!("m f=1 {}\nm f=2 {}\nm f=3 {}\nm f=4 -1", day - 1, day, 3 * day);
+        let body = format!(
+            "m f=1 {}\nm f=2 {}\nm f=3 {}\nm f=4 -1",
+            day - 1,
+            day,
+            3 * day
+        );
         let b = build(&body).unwrap().remove(0);
         let parts = split_by_day("m", b.batch).unwrap();
         let got: Vec<_> = parts.iter().map(|p| (p.day, p.batch.num_rows())).collect();

@@ -32,7 +32,10 @@ impl Buffer {
             self.partitions
                 .entry((tb.table, tb.day))
                 .or_default()
-                .push(Chunk { lsn, batch: tb.batch });
+                .push(Chunk {
+                    lsn,
+                    batch: tb.batch,
+                });
         }
         self.oldest.get_or_insert_with(Instant::now);
     }
@@ -55,8 +58,9 @@ impl Buffer {
         self.oldest
     }
 
-
     pub(crate) fn partitions(&self) -> impl Iterator<Item = (&str, i32, &[Chunk])> {
-        self.partitions.iter().map(|((t, d), c)| (t.as_str(), *d, c.as_slice()))
+        self.partitions
+            .iter()
+            .map(|((t, d), c)| (t.as_str(), *d, c.as_slice()))
     }
 }

@@ -43,7 +43,9 @@ impl EngineConfig {
             ))));
         }
         if self.flush_age.is_zero() {
-            return Err(Error::Wal(vigil_wal::Error::Config("flush age must be positive".into())));
+            return Err(Error::Wal(vigil_wal::Error::Config(
+                "flush age must be positive".into(),
+            )));
         }
         Ok(())
     }

@@ -132,12 +132,19 @@ impl Engine {
         let mut catalog = manifest.catalog();
         let mut buffer = Buffer::default();
         let storage = Arc::new(FsStorage::open(dir.join("wal"))?);
-        let (wal, report) = Wal::open(storage, config.wal.clone(), manifest.checkpoint_lsn, |lsn, kind, bytes| {
-            replay_record(&mut catalog, &mut buffer, lsn, kind, bytes).map_err(|e| vigil_wal::Error::Replay {
-                lsn,
-                reason: e.to_string(),
-            })
-        })?;
+        let (wal, report) = Wal::open(
+            storage,
+            config.wal.clone(),
+            manifest.checkpoint_lsn,
+            |lsn, kind, bytes| {
+                replay_record(&mut catalog, &mut buffer, lsn, kind, bytes).map_err(|e| {
+                    vigil_wal::Error::Replay {
+                        lsn,
+                        reason: e.to_string(),
+                    }
+                })
+            },
+        )?;
         tracing::info!(
             data_dir = %dir.display(),
             checkpoint = manifest.checkpoint_lsn,
@@ -179,7 +186,11 @@ impl Engine {
 
     /// Decodes line protocol and prepares it for [`Engine::commit`]. CPU-bound: call it
     /// off the async runtime. Any bad line rejects the whole request.
-    pub fn prepare_line_protocol(&self, body: &[u8], precision: Precision) -> Result<PreparedWrite> {
+    pub fn prepare_line_protocol(
+        &self,
+        body: &[u8],
+        precision: Precision,
+    ) -> Result<PreparedWrite> {
         self.inner.check_capacity()?;
         let text = std::str::from_utf8(body).map_err(|e| Error::NotUtf8 {
             line: line_of(body, e.valid_up_to()),
@@ -202,7 +213,8 @@ impl Engine {
             checks.push((mb.table.clone(), mb.batch.schema(), mb.first_line));
             batches.extend(split_by_day(&mb.table, mb.batch)?);
         }
-        self.inner.check_catalog(&self.inner.state.lock().catalog, &checks)?;
+        self.inner
+            .check_catalog(&self.inner.state.lock().catalog, &checks)?;
         self.inner.prepared(checks, batches, lines.len())
     }
 
@@ -227,7 +239,10 @@ impl Engine {
         let rows = write.rows;
         let ticket = self.inner.submit(write)?;
         let lsn = ticket.wait().await?;
-        self.inner.counters.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.inner
+            .counters
+            .rows
+            .fetch_add(rows as u64, Ordering::Relaxed);
         self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(WriteSummary { rows, lsn })
     }
@@ -297,7 +312,11 @@ impl Inner {
         Ok(())
     }
 
-    fn check_catalog(&self, catalog: &Catalog, checks: &[(String, SchemaRef, HashMap<String, usize>)]) -> Result<()> {
+    fn check_catalog(
+        &self,
+        catalog: &Catalog,
+        checks: &[(String, SchemaRef, HashMap<String, usize>)],
+    ) -> Result<()> {
         for (table, schema, first_line) in checks {
             catalog.check(table, schema, &|c| first_line.get(c).copied().unwrap_or(0))?;
         }
@@ -310,7 +329,11 @@ impl Inner {
         batches: Vec<TableBatch>,
         rows: usize,
     ) -> Result<PreparedWrite> {
-        let payload = if rows == 0 { Vec::new() } else { payload::encode(&batches)? };
+        let payload = if rows == 0 {
+            Vec::new()
+        } else {
+            payload::encode(&batches)?
+        };
         Ok(PreparedWrite {
             checks,
             batches,
@@ -371,7 +394,10 @@ impl Inner {
         }
         let st = self.state.lock();
         st.buffer.bytes() >= self.config.flush_bytes
-            || st.buffer.oldest().is_some_and(|t| t.elapsed() >= self.config.flush_age)
+            || st
+                .buffer
+                .oldest()
+                .is_some_and(|t| t.elapsed() >= self.config.flush_age)
             || !st.flushing.is_empty()
     }
 
@@ -401,7 +427,11 @@ impl Inner {
             }
             // Every LSN assigned so far is in the buffers taken: assignment and buffering
             // happen under this same lock.
-            (st.flushing.clone(), self.wal.last_assigned_lsn(), st.catalog.clone())
+            (
+                st.flushing.clone(),
+                self.wal.last_assigned_lsn(),
+                st.catalog.clone(),
+            )
         };
         let mut manifest = self.manifest.lock().clone();
         if pending.is_empty() && checkpoint == manifest.checkpoint_lsn {
@@ -423,7 +453,9 @@ impl Inner {
             st.flushing_bytes -= done;
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        self.counters.files.fetch_add(files as u64, Ordering::Relaxed);
+        self.counters
+            .files
+            .fetch_add(files as u64, Ordering::Relaxed);
         if let Err(e) = self.wal.truncate_through(checkpoint) {
             tracing::warn!(error = %e, "could not delete WAL segments behind the checkpoint");
         }
@@ -432,7 +464,12 @@ impl Inner {
     }
 
     /// Writes one Parquet file per (table, day) of the pending buffers into `manifest`.
-    fn write_files(&self, pending: &[Arc<Buffer>], catalog: &Catalog, manifest: &mut Manifest) -> Result<usize> {
+    fn write_files(
+        &self,
+        pending: &[Arc<Buffer>],
+        catalog: &Catalog,
+        manifest: &mut Manifest,
+    ) -> Result<usize> {
         let mut parts: BTreeMap<(&str, i32), Vec<&Chunk>> = BTreeMap::new();
         for buffer in pending {
             for (table, day, chunks) in buffer.partitions() {
@@ -450,7 +487,10 @@ impl Inner {
                 day,
                 schema,
                 max_lsn: chunks.iter().map(|c| c.lsn).max().unwrap_or(0),
-                chunks: chunks.iter().map(|c| c.batch.clone()).collect::<Vec<RecordBatch>>(),
+                chunks: chunks
+                    .iter()
+                    .map(|c| c.batch.clone())
+                    .collect::<Vec<RecordBatch>>(),
             };
             let file_id = manifest.next_file_id;
             manifest.next_file_id += 1;
@@ -505,7 +545,13 @@ fn set_schema(manifest: &mut Manifest, table: &str, schema: &TableSchema) {
         .schema = schema.clone();
 }
 
-fn replay_record(catalog: &mut Catalog, buffer: &mut Buffer, lsn: u64, kind: u8, bytes: &[u8]) -> Result<()> {
+fn replay_record(
+    catalog: &mut Catalog,
+    buffer: &mut Buffer,
+    lsn: u64,
+    kind: u8,
+    bytes: &[u8],
+) -> Result<()> {
     if kind != KIND_TABLE_BATCHES {
         return Err(Error::BadRecord {
             lsn,
@@ -551,7 +597,10 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
     file.try_lock().map_err(|e| {
         Error::io(
             &path,
-            std::io::Error::new(std::io::ErrorKind::WouldBlock, format!("data directory is in use by another process ({e})")),
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("data directory is in use by another process ({e})"),
+            ),
         )
     })?;
     Ok(file)
@@ -565,7 +614,9 @@ fn remove_unlisted_files(dir: &Path, manifest: &Manifest) -> Result<()> {
     let mut stack = vec![tables.clone()];
     let _ = fs::remove_file(crate::manifest::tmp_path(&dir.join(MANIFEST_FILE)));
     while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {

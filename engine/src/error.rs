@@ -15,7 +15,11 @@ impl fmt::Display for LineError {
         if self.line == 0 {
             f.write_str(&self.reason)
         } else if self.column > 0 {
-            write!(f, "line {} column {}: {}", self.line, self.column, self.reason)
+            write!(
+                f,
+                "line {} column {}: {}",
+                self.line, self.column, self.reason
+            )
         } else {
             write!(f, "line {}: {}", self.line, self.reason)
         }
@@ -31,7 +35,11 @@ pub enum Error {
 
     /// Several lines were bad: nothing of the request was stored.
     #[error("{count} invalid lines, first: {first}")]
-    ParseMany { first: LineError, count: usize, errors: Vec<LineError> },
+    ParseMany {
+        first: LineError,
+        count: usize,
+        errors: Vec<LineError>,
+    },
 
     #[error(
         "field type conflict in table '{table}', column '{column}': {existing} in the table, {attempted} in line {line}"
@@ -95,7 +103,11 @@ impl Error {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            Self::Parse(_) | Self::ParseMany { .. } | Self::TypeConflict { .. } | Self::InvalidName { .. } | Self::NotUtf8 { .. }
+            Self::Parse(_)
+                | Self::ParseMany { .. }
+                | Self::TypeConflict { .. }
+                | Self::InvalidName { .. }
+                | Self::NotUtf8 { .. }
         )
     }
 }

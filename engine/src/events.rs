@@ -9,7 +9,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringBuilder, StringDictionaryBuilder, TimestampNanosecondArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, RecordBatch, StringBuilder, StringDictionaryBuilder, TimestampNanosecondArray,
+    UInt64Array,
+};
 use arrow::datatypes::Int32Type;
 use serde_json::{Map, Value};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
@@ -40,7 +43,11 @@ pub struct Event {
 /// Returns every bad event's error when any is bad.
 pub fn parse_events(body: &[u8], now: i64) -> Result<Vec<Event>> {
     let text = std::str::from_utf8(body).map_err(|e| Error::NotUtf8 {
-        line: body[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1,
+        line: body[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1,
     })?;
     let mut events = Vec::new();
     let mut errors = Vec::new();
@@ -107,7 +114,9 @@ fn event_from_value(value: Value, now: i64) -> Result<Event, String> {
     };
     let severity = match obj.get("severity").or_else(|| obj.get("level")) {
         None | Some(Value::Null) => "info",
-        Some(Value::String(s)) => normalise_severity(s).ok_or_else(|| format!("unknown severity '{s}'"))?,
+        Some(Value::String(s)) => {
+            normalise_severity(s).ok_or_else(|| format!("unknown severity '{s}'"))?
+        }
         Some(_) => return Err("'severity' must be a string".into()),
     };
     let attributes = Value::Object(obj.clone()).to_string();
@@ -216,7 +225,10 @@ pub(crate) fn events_batch(events: &[Event], ingested_at: i64) -> Result<RecordB
         Arc::new(b.finish())
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampNanosecondArray::from_iter_values(events.iter().map(|e| e.time)).with_timezone("UTC")),
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(events.iter().map(|e| e.time))
+                .with_timezone("UTC"),
+        ),
         Arc::new(TimestampNanosecondArray::from(vec![ingested_at; n]).with_timezone("UTC")),
         string(&|e| &e.event_id),
         dict(&|e| Some(e.severity)),
@@ -227,10 +239,15 @@ pub(crate) fn events_batch(events: &[Event], ingested_at: i64) -> Result<RecordB
         dict(&|e| e.event_type.as_deref()),
         string(&|e| &e.message),
         string(&|e| &e.template),
-        Arc::new(UInt64Array::from_iter_values(events.iter().map(|e| e.fingerprint))),
+        Arc::new(UInt64Array::from_iter_values(
+            events.iter().map(|e| e.fingerprint),
+        )),
         string(&|e| &e.attributes),
     ];
-    Ok(RecordBatch::try_new(events_schema().arrow_schema(), columns)?)
+    Ok(RecordBatch::try_new(
+        events_schema().arrow_schema(),
+        columns,
+    )?)
 }
 
 #[cfg(test)]
@@ -285,8 +302,16 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let err = parse_events(br#"[{"message":"a"},{"message":"b","time":"yesterday"}]"#, 0).unwrap_err();
-        assert!(err.to_string().contains("array element 2: invalid RFC 3339"), "{err}");
+        let err = parse_events(
+            br#"[{"message":"a"},{"message":"b","time":"yesterday"}]"#,
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("array element 2: invalid RFC 3339"),
+            "{err}"
+        );
         let err = parse_events(br#"[{"message":"a"},"#, 0).unwrap_err();
         assert!(err.to_string().contains("invalid JSON array"), "{err}");
         assert!(parse_events(br#"{"message":"a","severity":"loud"}"#, 0).is_err());

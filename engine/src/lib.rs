@@ -34,5 +34,7 @@ pub use line_protocol::{FieldValue, Line, Precision, parse_lines};
 pub use manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
 pub use payload::{KIND_TABLE_BATCHES, decode as decode_payload, encode as encode_payload};
 pub use persist::{partition_name, table_dir_name};
-pub use schema::{Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema};
+pub use schema::{
+    Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema,
+};
 pub use time::{MockTimeProvider, SystemTimeProvider, TimeProvider};

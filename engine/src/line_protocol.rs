@@ -19,16 +19,20 @@ pub enum Precision {
     Microseconds,
     Milliseconds,
     Seconds,
+    Minutes,
+    Hours,
 }
 
 impl Precision {
-    /// Parses `ns`, `us`, `ms` or `s` (also the InfluxDB v1 forms `n`, `u`, `µ`).
+    /// Parses `ns`, `us`, `ms`, `s`, and the InfluxDB v1 forms `n`, `u`, `µ`, `m`, `h`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "ns" | "n" => Self::Nanoseconds,
             "us" | "u" | "µ" | "µs" => Self::Microseconds,
             "ms" => Self::Milliseconds,
             "s" => Self::Seconds,
+            "m" => Self::Minutes,
+            "h" => Self::Hours,
             _ => return None,
         })
     }
@@ -39,6 +43,8 @@ impl Precision {
             Self::Microseconds => 1_000,
             Self::Milliseconds => 1_000_000,
             Self::Seconds => 1_000_000_000,
+            Self::Minutes => 60_000_000_000,
+            Self::Hours => 3_600_000_000_000,
         }
     }
 }
@@ -66,7 +72,10 @@ pub struct Line<'a> {
 }
 
 /// Decodes every point in `body`, stopping at nothing: each line yields a point or an error.
-pub fn parse_lines(body: &str, precision: Precision) -> impl Iterator<Item = Result<Line<'_>, LineError>> {
+pub fn parse_lines(
+    body: &str,
+    precision: Precision,
+) -> impl Iterator<Item = Result<Line<'_>, LineError>> {
     body.split('\n').enumerate().filter_map(move |(i, raw)| {
         let text = raw.strip_suffix('\r').unwrap_or(raw);
         let trimmed = text.trim_start();
@@ -208,7 +217,12 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let mut escaped = false;
         while let Some(c) = self.peek() {
-            if c == b'\\' && self.b.get(self.pos + 1).is_some_and(|&n| kind.escapes(n) || n == b'\\') {
+            if c == b'\\'
+                && self
+                    .b
+                    .get(self.pos + 1)
+                    .is_some_and(|&n| kind.escapes(n) || n == b'\\')
+            {
                 escaped = true;
                 self.pos += 2;
             } else if kind.ends_at(c) {
@@ -221,7 +235,11 @@ impl<'a> Parser<'a> {
         if raw.is_empty() {
             return Err(self.err(format!("empty {}", kind.what())));
         }
-        Ok(if escaped { Cow::Owned(unescape(raw, kind)) } else { Cow::Borrowed(raw) })
+        Ok(if escaped {
+            Cow::Owned(unescape(raw, kind))
+        } else {
+            Cow::Borrowed(raw)
+        })
     }
 
     fn fields(&mut self) -> Result<Vec<(Cow<'a, str>, FieldValue<'a>)>, LineError> {
@@ -263,17 +281,25 @@ impl<'a> Parser<'a> {
             return Err(bad(self, "empty"));
         }
         if let Some(digits) = raw.strip_suffix('i') {
-            return digits.parse().map(FieldValue::I64).map_err(|_| bad(self, "integer"));
+            return digits
+                .parse()
+                .map(FieldValue::I64)
+                .map_err(|_| bad(self, "integer"));
         }
         if let Some(digits) = raw.strip_suffix('u') {
-            return digits.parse().map(FieldValue::U64).map_err(|_| bad(self, "unsigned integer"));
+            return digits
+                .parse()
+                .map(FieldValue::U64)
+                .map_err(|_| bad(self, "unsigned integer"));
         }
         match raw {
             "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
             "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Bool(false)),
             _ => {}
         }
-        let numeric = raw.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'));
+        let numeric = raw
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'));
         match raw.parse::<f64>() {
             Ok(v) if numeric && v.is_finite() => Ok(FieldValue::F64(v)),
             _ => Err(bad(self, "field")),
@@ -313,7 +339,10 @@ impl<'a> Parser<'a> {
             None => return Ok(None),
             Some(b' ') => self.skip_spaces(false)?,
             Some(_) => {
-                return Err(self.err(format!("expected ',' or ' ' after a field, found '{}'", self.current_char())));
+                return Err(self.err(format!(
+                    "expected ',' or ' ' after a field, found '{}'",
+                    self.current_char()
+                )));
             }
         }
         if self.peek().is_none() {
@@ -377,9 +406,14 @@ mod tests {
 
     #[test]
     fn full_line() {
-        let l = one("cpu,host=a,region=eu usage=12.5,procs=301i,up=t,name=\"x y\",big=7u 1700000000000000000");
+        let l = one(
+            "cpu,host=a,region=eu usage=12.5,procs=301i,up=t,name=\"x y\",big=7u 1700000000000000000",
+        );
         assert_eq!(l.measurement, "cpu");
-        assert_eq!(l.tags, vec![("host".into(), "a".into()), ("region".into(), "eu".into())]);
+        assert_eq!(
+            l.tags,
+            vec![("host".into(), "a".into()), ("region".into(), "eu".into())]
+        );
         assert_eq!(
             l.fields,
             vec![
@@ -398,7 +432,10 @@ mod tests {
         let l = one(r#"my\ meas\,ure,ta\=g\ k=v\,a\ l f\ k="q\"uo\\te" -5"#);
         assert_eq!(l.measurement, "my meas,ure");
         assert_eq!(l.tags, vec![("ta=g k".into(), "v,a l".into())]);
-        assert_eq!(l.fields, vec![("f k".into(), FieldValue::Str("q\"uo\\te".into()))]);
+        assert_eq!(
+            l.fields,
+            vec![("f k".into(), FieldValue::Str("q\"uo\\te".into()))]
+        );
         assert_eq!(l.timestamp, Some(-5));
         // A backslash before an ordinary character stays.
         assert_eq!(one(r"a\b f=1").measurement, r"a\b");
@@ -414,7 +451,9 @@ mod tests {
     #[test]
     fn comments_blank_lines_and_crlf() {
         let body = "# comment\n\n  \ncpu f=1 1\r\n   # indented comment\ncpu f=2 2\n";
-        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds).collect::<Result<_, _>>().unwrap();
+        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds)
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].line_no, 4);
         assert_eq!(lines[1].line_no, 6);
@@ -422,11 +461,20 @@ mod tests {
 
     #[test]
     fn precision_scales_timestamps() {
-        let l = parse_lines("m f=1 1700000000", Precision::Seconds).next().unwrap().unwrap();
+        let l = parse_lines("m f=1 1700000000", Precision::Seconds)
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(l.timestamp, Some(1_700_000_000_000_000_000));
-        let l = parse_lines("m f=1 5", Precision::Microseconds).next().unwrap().unwrap();
+        let l = parse_lines("m f=1 5", Precision::Microseconds)
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(l.timestamp, Some(5_000));
-        let e = parse_lines("m f=1 9223372036854775807", Precision::Seconds).next().unwrap().unwrap_err();
+        let e = parse_lines("m f=1 9223372036854775807", Precision::Seconds)
+            .next()
+            .unwrap()
+            .unwrap_err();
         assert!(e.reason.contains("overflows"), "{e}");
     }
 
@@ -455,19 +503,30 @@ mod tests {
         assert!(error("cpu f=1 12x").reason.contains("invalid timestamp"));
         assert!(error("cpu f=1 1 2").reason.contains("after the timestamp"));
         assert!(error("cpu f=1i2").reason.contains("invalid"));
-        assert!(error("cpu f=99999999999999999999i").reason.contains("integer"));
+        assert!(
+            error("cpu f=99999999999999999999i")
+                .reason
+                .contains("integer")
+        );
         assert!(error("cpu f=-1u").reason.contains("unsigned"));
         assert!(error("cpu f=inf").reason.contains("invalid"));
         assert!(error("cpu f=NaN").reason.contains("invalid"));
         assert!(error("cpu,a=1,a=2 f=1").reason.contains("duplicate tag"));
-        assert!(error("cpu,a=1 a=2").reason.contains("both a tag and a field"));
+        assert!(
+            error("cpu,a=1 a=2")
+                .reason
+                .contains("both a tag and a field")
+        );
         assert!(error("cpu f=1,").reason.contains("missing fields"));
         assert!(error("cpu f=\"x\"y").reason.contains("expected ','"));
     }
 
     #[test]
     fn later_duplicate_field_wins() {
-        assert_eq!(one("m f=1,f=2").fields, vec![("f".into(), FieldValue::F64(2.0))]);
+        assert_eq!(
+            one("m f=1,f=2").fields,
+            vec![("f".into(), FieldValue::F64(2.0))]
+        );
     }
 
     #[test]

@@ -103,7 +103,9 @@ impl Manifest {
 
     /// Paths of every listed file.
     pub fn file_paths(&self) -> impl Iterator<Item = &str> {
-        self.tables.values().flat_map(|t| t.files.iter().map(|f| f.path.as_str()))
+        self.tables
+            .values()
+            .flat_map(|t| t.files.iter().map(|f| f.path.as_str()))
     }
 }
 
@@ -132,7 +134,9 @@ pub(crate) fn rename_durable(from: &Path, to: &Path) -> Result<()> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]
@@ -150,7 +154,9 @@ mod tests {
         m.tables.insert(
             "cpu".into(),
             TableManifest {
-                schema: crate::schema::TableSchema::from_metric_arrow(&arrow::datatypes::Schema::empty()),
+                schema: crate::schema::TableSchema::from_metric_arrow(
+                    &arrow::datatypes::Schema::empty(),
+                ),
                 files: vec![],
             },
         );

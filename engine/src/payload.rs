@@ -36,7 +36,8 @@ pub fn encode(batches: &[TableBatch]) -> Result<Vec<u8>> {
         out.extend_from_slice(&tb.day.to_le_bytes());
         let len_at = out.len();
         out.extend_from_slice(&[0; 4]);
-        let mut writer = StreamWriter::try_new_with_options(&mut out, &tb.batch.schema(), options.clone())?;
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut out, &tb.batch.schema(), options.clone())?;
         writer.write(&tb.batch)?;
         writer.finish()?;
         drop(writer);
@@ -65,7 +66,8 @@ pub fn decode(lsn: u64, bytes: &[u8]) -> Result<Vec<TableBatch>> {
         let day = r.u32().ok_or_else(truncated)? as i32;
         let ipc_len = r.u32().ok_or_else(truncated)? as usize;
         let ipc = r.take(ipc_len).ok_or_else(truncated)?;
-        let reader = StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| bad(e.to_string()))?;
+        let reader =
+            StreamReader::try_new(Cursor::new(ipc), None).map_err(|e| bad(e.to_string()))?;
         for batch in reader {
             let batch: RecordBatch = batch.map_err(|e| bad(e.to_string()))?;
             out.push(TableBatch {
@@ -98,7 +100,8 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -110,9 +113,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let lines: Vec<_> = parse_lines("cpu,host=a u=1,s=\"x\" 10\ncpu,host=b u=2", Precision::Nanoseconds)
-            .filter_map(|l| l.ok())
-            .collect();
+        let lines: Vec<_> = parse_lines(
+            "cpu,host=a u=1,s=\"x\" 10\ncpu,host=b u=2",
+            Precision::Nanoseconds,
+        )
+        .filter_map(|l| l.ok())
+        .collect();
         let mb = build_metric_batches(&lines, 5).unwrap().remove(0);
         let tb = vec![TableBatch {
             table: "cpu".into(),

@@ -4,7 +4,9 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array, new_null_array,
+};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::row::{RowConverter, SortField};
 use parquet::arrow::ArrowWriter;
@@ -84,16 +86,27 @@ fn sorted_indices(batch: &RecordBatch, keys: &[&str], keep_last: bool) -> Result
         .iter()
         .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
         .collect();
-    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let fields = columns
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
     let converter = RowConverter::new(fields)?;
     let rows = converter.convert_columns(&columns)?;
     let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        rows.row(a as usize)
+            .cmp(&rows.row(b as usize))
+            .then(a.cmp(&b))
+    });
     if keep_last {
         let keep: Vec<u32> = order
             .iter()
             .enumerate()
-            .filter(|&(i, &r)| order.get(i + 1).is_none_or(|&next| rows.row(r as usize) != rows.row(next as usize)))
+            .filter(|&(i, &r)| {
+                order
+                    .get(i + 1)
+                    .is_none_or(|&next| rows.row(r as usize) != rows.row(next as usize))
+            })
             .map(|(_, &r)| r)
             .collect();
         order = keep;
@@ -107,7 +120,11 @@ fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterPro
         file: String::new(),
         source: e,
     })?;
-    let time_idx = schema.columns().iter().position(|c| c.name == TIME_COLUMN).unwrap_or(0);
+    let time_idx = schema
+        .columns()
+        .iter()
+        .position(|c| c.name == TIME_COLUMN)
+        .unwrap_or(0);
     let mut sorting: Vec<SortingColumn> = schema
         .columns()
         .iter()
@@ -137,13 +154,19 @@ fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterPro
 
 /// Writes the partition to `tables/<table>/<yyyy-mm-dd>/<file_id>.parquet` under
 /// `data_dir` durably (temp file, fsync, rename, fsync dirs). `None` when it has no rows.
-pub(crate) fn write_partition(data_dir: &Path, file_id: u64, part: &PartitionRows<'_>) -> Result<Option<FileMeta>> {
+pub(crate) fn write_partition(
+    data_dir: &Path,
+    file_id: u64,
+    part: &PartitionRows<'_>,
+) -> Result<Option<FileMeta>> {
     let batch = merge_rows(part)?;
     if batch.num_rows() == 0 {
         return Ok(None);
     }
     let partition = partition_name(part.day);
-    let rel_dir = Path::new("tables").join(table_dir_name(part.table)).join(&partition);
+    let rel_dir = Path::new("tables")
+        .join(table_dir_name(part.table))
+        .join(&partition);
     let dir = data_dir.join(&rel_dir);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let rel = rel_dir.join(format!("{file_id:016}.parquet"));
@@ -153,10 +176,22 @@ pub(crate) fn write_partition(data_dir: &Path, file_id: u64, part: &PartitionRow
         file: path.display().to_string(),
         source,
     };
-    let sort_keys = if part.table == EVENTS_TABLE { 0 } else { usize::MAX };
+    let sort_keys = if part.table == EVENTS_TABLE {
+        0
+    } else {
+        usize::MAX
+    };
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(part.schema, sort_keys)?)).map_err(pq)?;
-    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new("vigil.table".into(), part.table.to_string()));
+    let mut writer = ArrowWriter::try_new(
+        file,
+        batch.schema(),
+        Some(writer_properties(part.schema, sort_keys)?),
+    )
+    .map_err(pq)?;
+    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+        "vigil.table".into(),
+        part.table.to_string(),
+    ));
     writer.write(&batch).map_err(pq)?;
     let file = writer.into_inner().map_err(pq)?;
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
@@ -164,7 +199,11 @@ pub(crate) fn write_partition(data_dir: &Path, file_id: u64, part: &PartitionRow
     drop(file);
     rename_durable(&tmp, &path)?;
     // New partition and table directories must survive a crash too.
-    for d in [dir.as_path(), dir.parent().unwrap_or(&dir), &data_dir.join("tables")] {
+    for d in [
+        dir.as_path(),
+        dir.parent().unwrap_or(&dir),
+        &data_dir.join("tables"),
+    ] {
         sync_dir(d)?;
     }
     let (min_time, max_time) = time_range(&batch);
@@ -200,7 +239,9 @@ mod tests {
     use arrow::util::pretty::pretty_format_batches;
 
     fn chunk(body: &str) -> RecordBatch {
-        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds).map(|l| l.unwrap()).collect();
+        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds)
+            .map(|l| l.unwrap())
+            .collect();
         build_metric_batches(&lines, 0).unwrap().remove(0).batch
     }
 
@@ -224,7 +265,9 @@ mod tests {
             chunks: vec![c1, c2],
             max_lsn: 2,
         };
-        let out = pretty_format_batches(&[merge_rows(&part).unwrap()]).unwrap().to_string();
+        let out = pretty_format_batches(&[merge_rows(&part).unwrap()])
+            .unwrap()
+            .to_string();
         let expected = "\
 +---+---+------+---+--------------------------------+
 | h | z | f    | g | time                           |

@@ -120,7 +120,10 @@ impl TableSchema {
 
     /// Names of the tag columns, in sort order: the series key.
     pub fn tag_names(&self) -> impl Iterator<Item = &str> {
-        self.columns.iter().filter(|c| c.kind == ColumnKind::Tag).map(|c| c.name.as_str())
+        self.columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Tag)
+            .map(|c| c.name.as_str())
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {
@@ -133,6 +136,7 @@ impl TableSchema {
     }
 
     /// A metric table's schema from the columns of an Arrow schema.
+    #[cfg(test)]
     pub(crate) fn from_metric_arrow(schema: &Schema) -> Self {
         let mut s = Self { columns: vec![] };
         for f in schema.fields() {
@@ -156,7 +160,9 @@ impl TableSchema {
         let at = self
             .columns
             .iter()
-            .position(|c| (rank(&c.kind), c.name.as_str()) > (rank(&column.kind), column.name.as_str()))
+            .position(|c| {
+                (rank(&c.kind), c.name.as_str()) > (rank(&column.kind), column.name.as_str())
+            })
             .unwrap_or(self.columns.len());
         self.columns.insert(at, column);
     }
@@ -210,12 +216,19 @@ impl Catalog {
 
     /// Checks the columns of a metric batch against the table, naming the first conflict.
     /// `first_line` tells the line where a column first appeared, for the message.
-    pub(crate) fn check(&self, table: &str, batch: &Schema, first_line: &dyn Fn(&str) -> usize) -> Result<()> {
+    pub(crate) fn check(
+        &self,
+        table: &str,
+        batch: &Schema,
+        first_line: &dyn Fn(&str) -> usize,
+    ) -> Result<()> {
         let Some(existing) = self.tables.get(table) else {
             return Ok(());
         };
         for f in batch.fields() {
-            let Some(kind) = ColumnKind::of_metric_field(f) else { continue };
+            let Some(kind) = ColumnKind::of_metric_field(f) else {
+                continue;
+            };
             if let Some(col) = existing.column(f.name()) {
                 if col.kind != kind {
                     return Err(Error::TypeConflict {
@@ -233,7 +246,10 @@ impl Catalog {
 
     /// Widens a metric table by the columns of `batch` that it lacks.
     pub(crate) fn register(&mut self, table: &str, batch: &Schema) {
-        let schema = self.tables.entry(table.to_string()).or_insert_with(|| TableSchema { columns: vec![] });
+        let schema = self
+            .tables
+            .entry(table.to_string())
+            .or_insert_with(|| TableSchema { columns: vec![] });
         for f in batch.fields() {
             if schema.column(f.name()).is_none() {
                 if let Some(kind) = ColumnKind::of_metric_field(f) {
@@ -282,7 +298,10 @@ mod tests {
             ("a", ColumnKind::Field(FieldType::Integer)),
             ("dc", ColumnKind::Tag),
         ] {
-            s.add(Column { name: n.into(), kind: k });
+            s.add(Column {
+                name: n.into(),
+                kind: k,
+            });
         }
         let names: Vec<_> = s.columns().iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["dc", "host", "a", "z", "time"]);
@@ -292,10 +311,19 @@ mod tests {
     #[test]
     fn catalog_serializes_readably() {
         let mut s = TableSchema { columns: vec![] };
-        s.add(Column { name: "f".into(), kind: ColumnKind::Field(FieldType::Float) });
-        s.add(Column { name: "h".into(), kind: ColumnKind::Tag });
+        s.add(Column {
+            name: "f".into(),
+            kind: ColumnKind::Field(FieldType::Float),
+        });
+        s.add(Column {
+            name: "h".into(),
+            kind: ColumnKind::Tag,
+        });
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(json, r#"{"columns":[{"name":"h","kind":"tag"},{"name":"f","kind":"field","type":"float"}]}"#);
+        assert_eq!(
+            json,
+            r#"{"columns":[{"name":"h","kind":"tag"},{"name":"f","kind":"field","type":"float"}]}"#
+        );
         assert_eq!(serde_json::from_str::<TableSchema>(&json).unwrap(), s);
     }
 }

@@ -1,0 +1,140 @@
+//! `/metrics` in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vigil_engine::EngineStats;
+
+/// Counters of the HTTP layer.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    pub(crate) write_ok: AtomicU64,
+    pub(crate) write_rejected: AtomicU64,
+    pub(crate) write_overloaded: AtomicU64,
+    pub(crate) write_failed: AtomicU64,
+    pub(crate) body_bytes: AtomicU64,
+}
+
+impl HttpMetrics {
+    pub(crate) fn count(&self, status: u16, bytes: usize) {
+        let c = match status {
+            200..=299 => &self.write_ok,
+            503 | 429 => &self.write_overloaded,
+            400..=499 => &self.write_rejected,
+            _ => &self.write_failed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.body_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn render_metrics(s: &EngineStats, h: &HttpMetrics) -> String {
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "vigil_rows_written_total",
+        "counter",
+        "Rows acknowledged since start.",
+        s.rows_written,
+    );
+    metric(
+        "vigil_writes_total",
+        "counter",
+        "Write requests committed since start.",
+        s.writes,
+    );
+    metric(
+        "vigil_flushes_total",
+        "counter",
+        "Buffer flushes to Parquet.",
+        s.flushes,
+    );
+    metric(
+        "vigil_flush_errors_total",
+        "counter",
+        "Failed flush attempts.",
+        s.flush_errors,
+    );
+    metric(
+        "vigil_parquet_files_written_total",
+        "counter",
+        "Parquet files written.",
+        s.parquet_files_written,
+    );
+    metric(
+        "vigil_parquet_files",
+        "gauge",
+        "Parquet files in the manifest.",
+        s.parquet_files as u64,
+    );
+    metric(
+        "vigil_buffer_rows",
+        "gauge",
+        "Rows in the in-memory buffer.",
+        s.buffered_rows as u64,
+    );
+    metric(
+        "vigil_buffer_bytes",
+        "gauge",
+        "Bytes in the in-memory buffer.",
+        s.buffered_bytes as u64,
+    );
+    metric(
+        "vigil_flushing_bytes",
+        "gauge",
+        "Bytes being flushed.",
+        s.flushing_bytes as u64,
+    );
+    metric(
+        "vigil_buffer_limit_bytes",
+        "gauge",
+        "Buffer size past which writes are refused.",
+        s.max_buffer_bytes as u64,
+    );
+    metric(
+        "vigil_wal_durable_lsn",
+        "gauge",
+        "Highest durable WAL sequence number.",
+        s.wal_durable_lsn,
+    );
+    metric(
+        "vigil_checkpoint_lsn",
+        "gauge",
+        "WAL sequence number persisted in Parquet.",
+        s.checkpoint_lsn,
+    );
+    metric(
+        "vigil_wal_poisoned",
+        "gauge",
+        "1 when the WAL refuses writes after an I/O failure.",
+        u64::from(s.wal_poisoned.is_some()),
+    );
+    metric(
+        "vigil_http_write_body_bytes_total",
+        "counter",
+        "Write request body bytes received.",
+        h.body_bytes.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vigil_http_writes_total Write requests by outcome.\n# TYPE vigil_http_writes_total counter"
+    );
+    for (outcome, c) in [
+        ("ok", &h.write_ok),
+        ("rejected", &h.write_rejected),
+        ("overloaded", &h.write_overloaded),
+        ("failed", &h.write_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "vigil_http_writes_total{{outcome=\"{outcome}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
+    }
+    out
+}

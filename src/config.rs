@@ -1,0 +1,215 @@
+//! Settings of `vigil serve`: flags, each with a `VIGIL_*` environment variable, over an
+//! optional TOML file, over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytesize::ByteSize;
+use serde::Deserialize;
+use vigil_api::HttpConfig;
+use vigil_engine::EngineConfig;
+use vigil_wal::{Durability, RecoveryMode, WalConfig};
+
+/// Flags of `vigil serve`. Unset flags fall back to the config file, then the defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file; its keys are the flag names with `_` for `-`.
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory [default: ./vigil-data].
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:7070].
+    #[arg(long, env = "VIGIL_HTTP_ADDR")]
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// Largest write request body, after gzip decompression [default: 64MiB].
+    #[arg(long, env = "VIGIL_MAX_BODY_SIZE")]
+    pub(crate) max_body_size: Option<ByteSize>,
+    /// WAL durability: `fsync` (acknowledge after fsync) or `none` (benchmarks only:
+    /// acknowledged writes can be lost) [default: fsync].
+    #[arg(long, env = "VIGIL_WAL_DURABILITY")]
+    pub(crate) wal_durability: Option<String>,
+    /// WAL recovery: `strict` (stop on corruption) or `skip-corrupt` (skip it, losing the
+    /// records in it) [default: strict].
+    #[arg(long, env = "VIGIL_WAL_RECOVERY")]
+    pub(crate) wal_recovery: Option<String>,
+    /// WAL segment size [default: 64MiB].
+    #[arg(long, env = "VIGIL_WAL_SEGMENT_SIZE")]
+    pub(crate) wal_segment_size: Option<ByteSize>,
+    /// Flush the write buffer to Parquet at this size [default: 128MiB].
+    #[arg(long, env = "VIGIL_FLUSH_SIZE")]
+    pub(crate) flush_size: Option<ByteSize>,
+    /// Flush the write buffer when its oldest row is this old [default: 5m].
+    #[arg(long, env = "VIGIL_FLUSH_AGE")]
+    pub(crate) flush_age: Option<humantime::Duration>,
+    /// Refuse writes with 503 while this much data waits for a flush [default: 512MiB].
+    #[arg(long, env = "VIGIL_MAX_BUFFER_SIZE")]
+    pub(crate) max_buffer_size: Option<ByteSize>,
+    /// Log filter, e.g. `info` or `vigil_engine=debug` [default: info].
+    #[arg(long, env = "VIGIL_LOG")]
+    pub(crate) log: Option<String>,
+}
+
+/// The TOML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    max_body_size: Option<ByteSize>,
+    wal_durability: Option<String>,
+    wal_recovery: Option<String>,
+    wal_segment_size: Option<ByteSize>,
+    flush_size: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    flush_age: Option<Duration>,
+    max_buffer_size: Option<ByteSize>,
+    log: Option<String>,
+}
+
+/// Everything `vigil serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeConfig {
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) engine: EngineConfig,
+    pub(crate) http: HttpConfig,
+    pub(crate) log: String,
+}
+
+impl ServeArgs {
+    pub(crate) fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let engine_defaults = EngineConfig::default();
+        let http_defaults = HttpConfig::default();
+        let wal = WalConfig {
+            durability: parse_durability(self.wal_durability.or(file.wal_durability).as_deref())?,
+            recovery: parse_recovery(self.wal_recovery.or(file.wal_recovery).as_deref())?,
+            segment_size: self
+                .wal_segment_size
+                .or(file.wal_segment_size)
+                .map_or(WalConfig::default().segment_size, |b| b.as_u64()),
+            ..WalConfig::default()
+        };
+        let bytes = |flag: Option<ByteSize>, file: Option<ByteSize>, default: usize| {
+            flag.or(file).map_or(default, |b| b.as_u64() as usize)
+        };
+        let engine = EngineConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or(engine_defaults.data_dir),
+            wal,
+            flush_bytes: bytes(
+                self.flush_size,
+                file.flush_size,
+                engine_defaults.flush_bytes,
+            ),
+            flush_age: self
+                .flush_age
+                .map(Into::into)
+                .or(file.flush_age)
+                .unwrap_or(engine_defaults.flush_age),
+            max_buffer_bytes: bytes(
+                self.max_buffer_size,
+                file.max_buffer_size,
+                engine_defaults.max_buffer_bytes,
+            ),
+        };
+        engine.validate().context("invalid configuration")?;
+        let http = HttpConfig {
+            max_body_bytes: bytes(
+                self.max_body_size,
+                file.max_body_size,
+                http_defaults.max_body_bytes,
+            ),
+            ..http_defaults
+        };
+        if http.max_body_bytes == 0 {
+            bail!("max-body-size must be positive");
+        }
+        Ok(ServeConfig {
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            engine,
+            http,
+            log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_durability(s: Option<&str>) -> anyhow::Result<Durability> {
+    match s {
+        None | Some("fsync") => Ok(Durability::Fsync),
+        Some("none") => Ok(Durability::None),
+        Some(other) => bail!("invalid wal-durability '{other}': expected fsync or none"),
+    }
+}
+
+fn parse_recovery(s: Option<&str>) -> anyhow::Result<RecoveryMode> {
+    match s {
+        None | Some("strict") => Ok(RecoveryMode::Strict),
+        Some("skip-corrupt") => Ok(RecoveryMode::SkipCorrupt),
+        Some(other) => bail!("invalid wal-recovery '{other}': expected strict or skip-corrupt"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.engine.data_dir, PathBuf::from("vigil-data"));
+        assert_eq!(c.http.max_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.engine.wal.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/tmp/x\"\nhttp_addr = \"127.0.0.1:9000\"\nflush_age = \"30s\"\nmax_body_size = \"1MiB\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            http_addr: Some("127.0.0.1:9999".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.http_addr.port(), 9999);
+        assert_eq!(c.engine.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.engine.flush_age, Duration::from_secs(30));
+        assert_eq!(c.http.max_body_bytes, 1024 * 1024);
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+        let bad = ServeArgs {
+            wal_durability: Some("maybe".into()),
+            ..ServeArgs::default()
+        };
+        assert!(bad.resolve().is_err());
+    }
+}

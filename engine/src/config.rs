@@ -18,6 +18,9 @@ pub struct EngineConfig {
     pub flush_age: Duration,
     /// Refuse writes (overloaded) while buffered plus flushing data exceeds this; default 512 MiB.
     pub max_buffer_bytes: usize,
+    /// Run the background flusher (by size and age); default true. Tests that drive
+    /// flushes themselves turn it off.
+    pub background_flush: bool,
 }
 
 impl Default for EngineConfig {
@@ -28,6 +31,7 @@ impl Default for EngineConfig {
             flush_bytes: 128 * 1024 * 1024,
             flush_age: Duration::from_secs(300),
             max_buffer_bytes: 512 * 1024 * 1024,
+            background_flush: true,
         }
     }
 }

@@ -375,7 +375,7 @@ impl Inner {
                 Ok(FlusherMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(FlusherMsg::Nudge) | Err(RecvTimeoutError::Timeout) => {}
             }
-            if !self.flush_due() {
+            if !self.config.background_flush || !self.flush_due() {
                 continue;
             }
             match self.flush() {

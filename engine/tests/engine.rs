@@ -1,0 +1,186 @@
+use std::sync::Arc;
+
+use vigil_engine::{Engine, EngineConfig, Error, Manifest, MockTimeProvider};
+
+use crate::{NOW, config, open, pretty, read_table, write};
+
+#[tokio::test]
+async fn flush_writes_sorted_deduplicated_parquet_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    write(&engine, "cpu,host=b u=1 20\ncpu,host=a u=2 10").await.unwrap();
+    write(&engine, "cpu,host=b u=3 20\ncpu,host=a,dc=x v=1i 10").await.unwrap();
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    assert_eq!(m.checkpoint_lsn, 2);
+    let text = pretty(&read_table(dir.path(), &m, "cpu"));
+    assert!(text.contains("| x  | a    |     | 1 |"), "{text}");
+    assert_eq!(text.matches("| b ").count(), 1, "later write of (b, 20) replaced the first:\n{text}");
+    assert!(text.contains("| 3.0 |"), "{text}");
+    assert_eq!(m.tables["cpu"].files[0].partition, "1970-01-01");
+}
+
+#[tokio::test]
+async fn unflushed_writes_survive_a_restart_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        write(&engine, "m,h=a f=1 1").await.unwrap();
+        engine.flush().unwrap();
+        write(&engine, "m,h=a f=2 2\nm,h=a g=\"s\" 3").await.unwrap();
+        // Simulate a crash: no shutdown flush. Forget the engine without dropping it.
+        std::mem::forget(engine);
+    }
+    // The forgotten engine still holds the directory lock; a real crash releases it.
+    // Take a copy of the directory, as a crash would leave it.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    let engine = open(copy.path());
+    assert_eq!(engine.stats().buffered_rows, 2, "WAL replay restored the unflushed rows");
+    assert_eq!(engine.catalog().table("m").unwrap().columns().len(), 4);
+    engine.shutdown().unwrap();
+    let m = Manifest::load(copy.path()).unwrap();
+    let text = pretty(&read_table(copy.path(), &m, "m"));
+    assert_eq!(text.matches("| a ").count(), 3, "{text}");
+    drop(engine);
+    // A second restart replays nothing: everything is behind the checkpoint.
+    let engine = open(copy.path());
+    assert_eq!(engine.stats().buffered_rows, 0);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        if rel.to_str() == Some("LOCK") {
+            continue;
+        }
+        let target = to.join(rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn type_conflict_across_requests_names_table_column_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    write(&engine, "cpu usage=1").await.unwrap();
+    let err = write(&engine, "cpu ok=1\ncpu usage=\"high\"").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::TypeConflict { line: 2, .. }), "{msg}");
+    assert!(msg.contains("'cpu'") && msg.contains("'usage'") && msg.contains("float") && msg.contains("string"), "{msg}");
+    // Nothing of the rejected request was stored, not even its good line or new column.
+    assert_eq!(engine.stats().buffered_rows, 1);
+    assert!(engine.catalog().table("cpu").unwrap().column("ok").is_none());
+}
+
+#[tokio::test]
+async fn a_bad_line_rejects_the_whole_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let err = write(&engine, "cpu a=1\ncpu b=\ncpu c=1\ncpu d=x").await.unwrap_err();
+    match err {
+        Error::ParseMany { count, errors, .. } => {
+            assert_eq!(count, 2);
+            assert_eq!((errors[0].line, errors[1].line), (2, 4));
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(engine.stats().buffered_rows, 0);
+    assert_eq!(engine.stats().wal_durable_lsn, 0, "nothing reached the WAL");
+}
+
+#[tokio::test]
+async fn writes_past_the_buffer_limit_are_refused_until_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig {
+        flush_bytes: 1,
+        max_buffer_bytes: 1,
+        background_flush: false,
+        ..config(dir.path())
+    };
+    let engine = Engine::open(cfg, Arc::new(MockTimeProvider::new(NOW))).unwrap();
+    write(&engine, "m f=1 1").await.unwrap();
+    let err = write(&engine, "m f=2 2").await.unwrap_err();
+    assert!(matches!(err, Error::Overloaded { limit: 1, .. }), "{err}");
+    engine.flush().unwrap();
+    write(&engine, "m f=3 3").await.unwrap();
+}
+
+#[tokio::test]
+async fn events_are_stored_with_their_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let p = engine
+        .prepare_events(br#"[{"message":"boom","severity":"ERR","service":"db","time":"2023-11-14T22:13:20Z"},{"message":"ok"}]"#)
+        .unwrap();
+    assert_eq!(engine.commit(p).await.unwrap().rows, 2);
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    let files = &m.tables["events"].files;
+    assert_eq!(files.len(), 1);
+    let text = pretty(&read_table(dir.path(), &m, "events"));
+    assert!(text.contains("boom") && text.contains("| error    | db "), "{text}");
+}
+
+#[tokio::test]
+async fn unlisted_parquet_files_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        write(&engine, "m f=1 1").await.unwrap();
+        engine.shutdown().unwrap();
+    }
+    let stray = dir.path().join("tables/m/1970-01-01/0000000000000099.parquet");
+    std::fs::write(&stray, b"half a file").unwrap();
+    std::fs::write(dir.path().join("manifest.tmp"), b"{").unwrap();
+    let _engine = open(dir.path());
+    assert!(!stray.exists());
+    assert!(!dir.path().join("manifest.tmp").exists());
+    assert!(dir.path().join("tables/m/1970-01-01/0000000000000001.parquet").exists());
+}
+
+#[tokio::test]
+async fn a_second_engine_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = Engine::open(config(dir.path()), Arc::new(MockTimeProvider::new(NOW))).err().unwrap();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_writers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let engine = Arc::clone(&engine);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let body = format!("m,w=w{w} f={i} {}", i + 1);
+                write(&engine, &body).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    let rows: usize = read_table(dir.path(), &m, "m").iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 400);
+    assert_eq!(m.checkpoint_lsn, 400);
+}

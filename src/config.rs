@@ -119,6 +119,7 @@ impl ServeArgs {
                 file.max_buffer_size,
                 engine_defaults.max_buffer_bytes,
             ),
+            background_flush: true,
         };
         engine.validate().context("invalid configuration")?;
         let http = HttpConfig {

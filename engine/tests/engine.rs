@@ -8,14 +8,22 @@ use crate::{NOW, config, open, pretty, read_table, write};
 async fn flush_writes_sorted_deduplicated_parquet_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    write(&engine, "cpu,host=b u=1 20\ncpu,host=a u=2 10").await.unwrap();
-    write(&engine, "cpu,host=b u=3 20\ncpu,host=a,dc=x v=1i 10").await.unwrap();
+    write(&engine, "cpu,host=b u=1 20\ncpu,host=a u=2 10")
+        .await
+        .unwrap();
+    write(&engine, "cpu,host=b u=3 20\ncpu,host=a,dc=x v=1i 10")
+        .await
+        .unwrap();
     engine.flush().unwrap();
     let m = engine.manifest();
     assert_eq!(m.checkpoint_lsn, 2);
     let text = pretty(&read_table(dir.path(), &m, "cpu"));
     assert!(text.contains("| x  | a    |     | 1 |"), "{text}");
-    assert_eq!(text.matches("| b ").count(), 1, "later write of (b, 20) replaced the first:\n{text}");
+    assert_eq!(
+        text.matches("| b ").count(),
+        1,
+        "later write of (b, 20) replaced the first:\n{text}"
+    );
     assert!(text.contains("| 3.0 |"), "{text}");
     assert_eq!(m.tables["cpu"].files[0].partition, "1970-01-01");
 }
@@ -27,7 +35,9 @@ async fn unflushed_writes_survive_a_restart_exactly_once() {
         let engine = open(dir.path());
         write(&engine, "m,h=a f=1 1").await.unwrap();
         engine.flush().unwrap();
-        write(&engine, "m,h=a f=2 2\nm,h=a g=\"s\" 3").await.unwrap();
+        write(&engine, "m,h=a f=2 2\nm,h=a g=\"s\" 3")
+            .await
+            .unwrap();
         // Simulate a crash: no shutdown flush. Forget the engine without dropping it.
         std::mem::forget(engine);
     }
@@ -36,7 +46,11 @@ async fn unflushed_writes_survive_a_restart_exactly_once() {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), copy.path());
     let engine = open(copy.path());
-    assert_eq!(engine.stats().buffered_rows, 2, "WAL replay restored the unflushed rows");
+    assert_eq!(
+        engine.stats().buffered_rows,
+        2,
+        "WAL replay restored the unflushed rows"
+    );
     assert_eq!(engine.catalog().table("m").unwrap().columns().len(), 4);
     engine.shutdown().unwrap();
     let m = Manifest::load(copy.path()).unwrap();
@@ -78,20 +92,37 @@ async fn type_conflict_across_requests_names_table_column_and_types() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     write(&engine, "cpu usage=1").await.unwrap();
-    let err = write(&engine, "cpu ok=1\ncpu usage=\"high\"").await.unwrap_err();
+    let err = write(&engine, "cpu ok=1\ncpu usage=\"high\"")
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::TypeConflict { line: 2, .. }), "{msg}");
-    assert!(msg.contains("'cpu'") && msg.contains("'usage'") && msg.contains("float") && msg.contains("string"), "{msg}");
+    assert!(
+        msg.contains("'cpu'")
+            && msg.contains("'usage'")
+            && msg.contains("float")
+            && msg.contains("string"),
+        "{msg}"
+    );
     // Nothing of the rejected request was stored, not even its good line or new column.
     assert_eq!(engine.stats().buffered_rows, 1);
-    assert!(engine.catalog().table("cpu").unwrap().column("ok").is_none());
+    assert!(
+        engine
+            .catalog()
+            .table("cpu")
+            .unwrap()
+            .column("ok")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn a_bad_line_rejects_the_whole_request() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    let err = write(&engine, "cpu a=1\ncpu b=\ncpu c=1\ncpu d=x").await.unwrap_err();
+    let err = write(&engine, "cpu a=1\ncpu b=\ncpu c=1\ncpu d=x")
+        .await
+        .unwrap_err();
     match err {
         Error::ParseMany { count, errors, .. } => {
             assert_eq!(count, 2);
@@ -133,7 +164,10 @@ async fn events_are_stored_with_their_schema() {
     let files = &m.tables["events"].files;
     assert_eq!(files.len(), 1);
     let text = pretty(&read_table(dir.path(), &m, "events"));
-    assert!(text.contains("boom") && text.contains("| error    | db "), "{text}");
+    assert!(
+        text.contains("boom") && text.contains("| error    | db "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -144,20 +178,28 @@ async fn unlisted_parquet_files_are_removed_at_start() {
         write(&engine, "m f=1 1").await.unwrap();
         engine.shutdown().unwrap();
     }
-    let stray = dir.path().join("tables/m/1970-01-01/0000000000000099.parquet");
+    let stray = dir
+        .path()
+        .join("tables/m/1970-01-01/0000000000000099.parquet");
     std::fs::write(&stray, b"half a file").unwrap();
     std::fs::write(dir.path().join("manifest.tmp"), b"{").unwrap();
     let _engine = open(dir.path());
     assert!(!stray.exists());
     assert!(!dir.path().join("manifest.tmp").exists());
-    assert!(dir.path().join("tables/m/1970-01-01/0000000000000001.parquet").exists());
+    assert!(
+        dir.path()
+            .join("tables/m/1970-01-01/0000000000000001.parquet")
+            .exists()
+    );
 }
 
 #[tokio::test]
 async fn a_second_engine_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
-    let err = Engine::open(config(dir.path()), Arc::new(MockTimeProvider::new(NOW))).err().unwrap();
+    let err = Engine::open(config(dir.path()), Arc::new(MockTimeProvider::new(NOW)))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("in use"), "{err}");
 }
 
@@ -180,7 +222,10 @@ async fn concurrent_writers_lose_nothing() {
     }
     engine.flush().unwrap();
     let m = engine.manifest();
-    let rows: usize = read_table(dir.path(), &m, "m").iter().map(|b| b.num_rows()).sum();
+    let rows: usize = read_table(dir.path(), &m, "m")
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
     assert_eq!(rows, 400);
     assert_eq!(m.checkpoint_lsn, 400);
 }

@@ -23,12 +23,17 @@ fn open(dir: &Path) -> Engine {
 }
 
 async fn write(engine: &Engine, body: &str) -> vigil_engine::Result<vigil_engine::WriteSummary> {
-    let prepared = engine.prepare_line_protocol(body.as_bytes(), vigil_engine::Precision::Nanoseconds)?;
+    let prepared =
+        engine.prepare_line_protocol(body.as_bytes(), vigil_engine::Precision::Nanoseconds)?;
     engine.commit(prepared).await
 }
 
 /// Every row of a table across the manifest's files, in file order.
-fn read_table(dir: &Path, engine_manifest: &vigil_engine::Manifest, table: &str) -> Vec<RecordBatch> {
+fn read_table(
+    dir: &Path,
+    engine_manifest: &vigil_engine::Manifest,
+    table: &str,
+) -> Vec<RecordBatch> {
     let Some(t) = engine_manifest.tables.get(table) else {
         return vec![];
     };
@@ -49,7 +54,11 @@ fn read_table(dir: &Path, engine_manifest: &vigil_engine::Manifest, table: &str)
 fn pretty(batches: &[RecordBatch]) -> String {
     batches
         .iter()
-        .map(|b| arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b)).unwrap().to_string())
+        .map(|b| {
+            arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                .unwrap()
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

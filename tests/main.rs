@@ -1,0 +1,4 @@
+//! End-to-end tests of the `vigil` binary.
+
+mod crash;
+mod server;

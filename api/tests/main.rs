@@ -1,0 +1,258 @@
+//! Router tests through `tower::ServiceExt::oneshot`: no sockets.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use vigil_api::{AppState, HttpConfig, router};
+use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: Router,
+    engine: Arc<Engine>,
+}
+
+fn fixture(http: HttpConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        background_flush: false,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(
+        Engine::open(
+            config,
+            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
+        )
+        .unwrap(),
+    );
+    let app = router(AppState::new(Arc::clone(&engine), http));
+    Fixture {
+        _dir: dir,
+        app,
+        engine,
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri).body(body.into()).unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[tokio::test]
+async fn native_write_answers_row_count() {
+    let f = fixture(HttpConfig::default());
+    let (status, _, body) = send(
+        &f.app,
+        post(
+            "/api/v1/write?precision=s",
+            "cpu,host=a u=1 1700000000\ncpu u=2 1700000001",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, r#"{"rows":2}"#);
+    assert_eq!(f.engine.stats().buffered_rows, 2);
+}
+
+#[tokio::test]
+async fn influx_routes_take_their_parameters_and_gzip() {
+    let f = fixture(HttpConfig::default());
+    let req = Request::post("/write?db=telegraf&rp=autogen&precision=ms&u=user&p=secret")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(gzip(b"mem,host=a used=1i 1700000000000\n")))
+        .unwrap();
+    let (status, _, body) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _, _) = send(
+        &f.app,
+        post(
+            "/api/v2/write?org=o&bucket=b&precision=ns",
+            "mem,host=b used=2i",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(f.engine.stats().buffered_rows, 2);
+}
+
+#[tokio::test]
+async fn bad_lines_get_400_with_line_numbers_and_nothing_is_stored() {
+    let f = fixture(HttpConfig::default());
+    let (status, _, body) = send(
+        &f.app,
+        post("/api/v1/write", "cpu u=1\ncpu u=\ncpu u=2\ncpu,x u=3"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["line"], 2);
+    assert_eq!(json["errors"][1]["line"], 4);
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 invalid lines"),
+        "{body}"
+    );
+    assert_eq!(f.engine.stats().buffered_rows, 0);
+}
+
+#[tokio::test]
+async fn type_conflicts_and_bad_parameters_are_400() {
+    let f = fixture(HttpConfig::default());
+    send(&f.app, post("/api/v1/write", "cpu u=1")).await;
+    let (status, _, body) = send(&f.app, post("/api/v1/write", "cpu u=\"text\"")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("table 'cpu', column 'u': float field in the table, string field in line 1"),
+        "{body}"
+    );
+    let (status, _, body) = send(
+        &f.app,
+        post("/api/v1/write?precision=fortnights", "cpu u=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("invalid precision 'fortnights'"), "{body}");
+    let (status, _, body) = send(
+        &f.app,
+        post("/api/v1/write", vec![b'c', 0xff, b' ', b'f', b'=', b'1']),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("UTF-8"), "{body}");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_before_and_after_decompression() {
+    let f = fixture(HttpConfig {
+        max_body_bytes: 1000,
+        ..HttpConfig::default()
+    });
+    let big = "cpu u=1\n".repeat(200);
+    let compressed = gzip(big.as_bytes());
+    let req = Request::post("/api/v1/write")
+        .header(header::CONTENT_LENGTH, big.len())
+        .body(Body::from(big.clone()))
+        .unwrap();
+    let (status, _, body) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // No Content-Length: the limit applies while reading.
+    let stream = Body::from_stream(futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(big.clone())
+    }));
+    let (status, _, _) = send(&f.app, post("/api/v1/write", stream)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A small gzip body that inflates past the limit.
+    let req = Request::post("/api/v1/write")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(compressed))
+        .unwrap();
+    let (status, _, _) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(f.engine.stats().buffered_rows, 0);
+}
+
+#[tokio::test]
+async fn unknown_content_encoding_is_415() {
+    let f = fixture(HttpConfig::default());
+    let req = Request::post("/api/v1/write")
+        .header(header::CONTENT_ENCODING, "br")
+        .body(Body::from("cpu u=1"))
+        .unwrap();
+    let (status, _, _) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn full_buffer_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        background_flush: false,
+        flush_bytes: 1,
+        max_buffer_bytes: 1,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(Engine::open(config, Arc::new(MockTimeProvider::new(0))).unwrap());
+    let app = router(AppState::new(Arc::clone(&engine), HttpConfig::default()));
+    let (status, _, _) = send(&app, post("/api/v1/write", "m f=1 1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = send(&app, post("/api/v1/write", "m f=2 2")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    engine.flush().unwrap();
+    let (status, _, _) = send(&app, post("/api/v1/write", "m f=3 3")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn events_answer_counts_and_errors() {
+    let f = fixture(HttpConfig::default());
+    let (status, _, body) = send(
+        &f.app,
+        post(
+            "/api/v1/events",
+            "{\"message\":\"a\"}\n{\"message\":\"b\",\"severity\":\"warn\"}\n",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, r#"{"accepted":2,"duplicates":0}"#);
+    let (status, _, body) = send(
+        &f.app,
+        post("/api/v1/events", "{\"message\":\"a\"}\n{\"oops\":1}\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("missing 'message'") && body.contains("\"line\":2"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let f = fixture(HttpConfig::default());
+    send(&f.app, post("/api/v1/write", "cpu u=1")).await;
+    let (status, _, body) =
+        send(&f.app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"status\":\"pass\""), "{body}");
+    let (status, headers, body) = send(
+        &f.app,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(body.contains("vigil_rows_written_total 1"), "{body}");
+    assert!(
+        body.contains("vigil_http_writes_total{outcome=\"ok\"} 1"),
+        "{body}"
+    );
+}

@@ -12,6 +12,8 @@
 //! - Every WAL record at or below the manifest's checkpoint is in the manifest's files.
 //! - Metrics: `(series, time)` is unique; the later write wins.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod batch;
 mod buffer;
 mod config;

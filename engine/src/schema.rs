@@ -229,16 +229,16 @@ impl Catalog {
             let Some(kind) = ColumnKind::of_metric_field(f) else {
                 continue;
             };
-            if let Some(col) = existing.column(f.name()) {
-                if col.kind != kind {
-                    return Err(Error::TypeConflict {
-                        table: table.into(),
-                        column: f.name().clone(),
-                        existing: col.kind.to_string(),
-                        attempted: kind.to_string(),
-                        line: first_line(f.name()),
-                    });
-                }
+            if let Some(col) = existing.column(f.name())
+                && col.kind != kind
+            {
+                return Err(Error::TypeConflict {
+                    table: table.into(),
+                    column: f.name().clone(),
+                    existing: col.kind.to_string(),
+                    attempted: kind.to_string(),
+                    line: first_line(f.name()),
+                });
             }
         }
         Ok(())
@@ -251,13 +251,13 @@ impl Catalog {
             .entry(table.to_string())
             .or_insert_with(|| TableSchema { columns: vec![] });
         for f in batch.fields() {
-            if schema.column(f.name()).is_none() {
-                if let Some(kind) = ColumnKind::of_metric_field(f) {
-                    schema.add(Column {
-                        name: f.name().clone(),
-                        kind,
-                    });
-                }
+            if schema.column(f.name()).is_none()
+                && let Some(kind) = ColumnKind::of_metric_field(f)
+            {
+                schema.add(Column {
+                    name: f.name().clone(),
+                    kind,
+                });
             }
         }
     }

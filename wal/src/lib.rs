@@ -12,6 +12,8 @@
 //! - After a failed write or fsync the log is poisoned: every later append fails.
 //! - Recovery truncates a torn tail and refuses corruption before it (see [`RecoveryMode`]).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod config;
 mod error;
 mod format;

@@ -116,14 +116,15 @@ impl Scan<'_> {
             }
             return self.skip_or_fail(&seg.name, 0, bytes.len(), reason);
         }
-        if let Some(expected) = self.expected {
-            if seg.first_lsn != expected {
-                let reason = format!(
-                    "segment starts at LSN {}, expected {expected}",
-                    seg.first_lsn
-                );
-                self.skip_or_fail(&seg.name, 0, 0, reason)?;
-            }
+        if let Some(expected) = self.expected
+            && seg.first_lsn != expected
+        {
+            let reason = format!(
+                "segment starts at LSN {}, expected {expected}",
+                seg.first_lsn
+            );
+            self.skip_or_fail(&seg.name, 0, 0, reason)?;
+            self.expected = Some(seg.first_lsn);
         }
         self.frames(seg, bytes, is_last, replay)?;
         if is_last && self.expected.is_none_or(|e| e <= seg.first_lsn) {

@@ -59,7 +59,9 @@ pub enum FieldValue<'a> {
     Str(Cow<'a, str>),
 }
 
-/// One decoded point.
+/// One decoded point. Keys are not checked for repeats here: building a table batch
+/// refuses a repeated tag key or a name used as tag and field, and keeps the last value of a
+/// repeated field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line<'a> {
     /// 1-based line number in the body.
@@ -167,19 +169,11 @@ impl<'a> Parser<'a> {
             let key = self.token(Token::TagKey)?;
             self.expect_equals(Token::TagKey)?;
             let value = self.token(Token::TagValue)?;
-            if tags.iter().any(|(k, _)| *k == key) {
-                return Err(self.err(format!("duplicate tag key '{key}'")));
-            }
             tags.push((key, value));
         }
         self.skip_spaces(true)?;
         let fields = self.fields()?;
         let timestamp = self.timestamp()?;
-        for (k, _) in &fields {
-            if tags.iter().any(|(t, _)| t == k) {
-                return Err(self.err(format!("'{k}' is both a tag and a field")));
-            }
-        }
         Ok(Line {
             line_no: self.line_no,
             measurement,
@@ -251,10 +245,7 @@ impl<'a> Parser<'a> {
             let key = self.token(Token::FieldKey)?;
             self.expect_equals(Token::FieldKey)?;
             let value = self.field_value(&key)?;
-            match fields.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => fields.push((key, value)),
-            }
+            fields.push((key, value));
             if self.peek() == Some(b',') {
                 self.pos += 1;
             } else {
@@ -511,22 +502,8 @@ mod tests {
         assert!(error("cpu f=-1u").reason.contains("unsigned"));
         assert!(error("cpu f=inf").reason.contains("invalid"));
         assert!(error("cpu f=NaN").reason.contains("invalid"));
-        assert!(error("cpu,a=1,a=2 f=1").reason.contains("duplicate tag"));
-        assert!(
-            error("cpu,a=1 a=2")
-                .reason
-                .contains("both a tag and a field")
-        );
         assert!(error("cpu f=1,").reason.contains("missing fields"));
         assert!(error("cpu f=\"x\"y").reason.contains("expected ','"));
-    }
-
-    #[test]
-    fn later_duplicate_field_wins() {
-        assert_eq!(
-            one("m f=1,f=2").fields,
-            vec![("f".into(), FieldValue::F64(2.0))]
-        );
     }
 
     #[test]

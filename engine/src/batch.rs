@@ -11,7 +11,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Int32Type, Schema};
 
 use crate::error::{Error, LineError, Result};
-use crate::line_protocol::{FieldValue, Line};
+use crate::line_protocol::{FieldValue, Line, Precision, for_each_line};
 use crate::schema::{ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, validate_name};
 
 /// Nanoseconds in a day.
@@ -142,20 +142,22 @@ struct ColumnBuilder {
 /// Lines of one writer usually name their tags and fields in the same order, so the column
 /// at each key position is remembered from the previous line and checked first: one string
 /// comparison instead of a hash lookup per key.
-struct TableBuilder<'t> {
-    table: &'t str,
+struct TableBuilder {
+    table: String,
     rows: usize,
+    times: Vec<i64>,
     cols: Vec<ColumnBuilder>,
     index: HashMap<String, usize>,
     tag_guess: Vec<usize>,
     field_guess: Vec<usize>,
 }
 
-impl<'t> TableBuilder<'t> {
-    fn new(table: &'t str, rows: usize) -> Self {
+impl TableBuilder {
+    fn new(table: &str, rows: usize) -> Self {
         Self {
-            table,
+            table: table.to_string(),
             rows,
+            times: Vec::with_capacity(rows),
             cols: Vec::new(),
             index: HashMap::new(),
             tag_guess: Vec::new(),
@@ -201,7 +203,7 @@ impl<'t> TableBuilder<'t> {
         let col = &self.cols[i];
         if col.kind != kind {
             return Err(Error::TypeConflict {
-                table: self.table.into(),
+                table: self.table.clone(),
                 column: name.into(),
                 existing: format!("{} (line {})", col.kind, col.first_line),
                 attempted: kind.to_string(),
@@ -234,7 +236,8 @@ impl<'t> TableBuilder<'t> {
         Ok(self.cols.len() - 1)
     }
 
-    fn push(&mut self, row: usize, line: &Line<'_>, field_cols: &mut Vec<usize>) -> Result<()> {
+    fn push(&mut self, line: &Line<'_>, field_cols: &mut Vec<usize>) -> Result<()> {
+        let row = self.times.len();
         let stamp = row + 1;
         for (pos, (k, v)) in line.tags.iter().enumerate() {
             let i = self.column(true, pos, k, ColumnKind::Tag, line.line_no, row)?;
@@ -279,7 +282,7 @@ impl<'t> TableBuilder<'t> {
     }
 
     /// The batch, columns in table order (tags, then fields, each by name, then time).
-    fn finish(mut self, times: Vec<i64>) -> Result<MetricBatch> {
+    fn finish(mut self) -> Result<MetricBatch> {
         self.cols.sort_by(|a, b| {
             ((a.kind != ColumnKind::Tag), &a.name).cmp(&((b.kind != ColumnKind::Tag), &b.name))
         });
@@ -293,42 +296,65 @@ impl<'t> TableBuilder<'t> {
         }
         fields.push(Field::new(TIME_COLUMN, ColumnKind::Time.data_type(), false));
         arrays.push(Arc::new(
-            TimestampNanosecondArray::from(times).with_timezone("UTC"),
+            TimestampNanosecondArray::from(self.times).with_timezone("UTC"),
         ));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
         Ok(MetricBatch {
-            table: self.table.to_string(),
+            table: self.table,
             batch,
             first_line,
         })
     }
 }
 
-/// Builds one batch per measurement, in order of first appearance. Lines without a
-/// timestamp get `default_time`.
+/// Decodes line protocol and builds one batch per measurement, in order of first
+/// appearance, without keeping the decoded lines. Lines without a timestamp get
+/// `default_time`. Every malformed line is reported (up to 100), and then nothing is built.
 pub(crate) fn build_metric_batches(
-    lines: &[Line<'_>],
+    text: &str,
+    precision: Precision,
     default_time: i64,
 ) -> Result<Vec<MetricBatch>> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut groups: HashMap<&str, Vec<&Line<'_>>> = HashMap::new();
-    for line in lines {
+    let capacity = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut tables: Vec<TableBuilder> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut current = usize::MAX;
+    let mut errors = Vec::new();
+    let mut field_cols = Vec::new();
+    for_each_line(text, precision, |parsed| {
+        let line = match parsed {
+            Ok(line) if errors.is_empty() => line,
+            // After the first bad line, only look for more bad lines.
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                errors.push(e);
+                return Ok(());
+            }
+        };
         let m = line.measurement.as_ref();
-        groups
-            .entry(m)
-            .or_insert_with(|| {
-                order.push(m);
-                Vec::new()
-            })
-            .push(line);
+        if tables.get(current).is_none_or(|t| t.table != m) {
+            current = match index.get(m) {
+                Some(&i) => i,
+                None => {
+                    check_table_name(m)?;
+                    index.insert(m.to_string(), tables.len());
+                    tables.push(TableBuilder::new(m, capacity));
+                    tables.len() - 1
+                }
+            };
+        }
+        let t = &mut tables[current];
+        t.push(line, &mut field_cols)?;
+        t.times.push(line.timestamp.unwrap_or(default_time));
+        Ok(())
+    })?;
+    if !errors.is_empty() {
+        return Err(Error::from_line_errors(errors));
     }
-    order
-        .into_iter()
-        .map(|table| build_table(table, &groups[table], default_time))
-        .collect()
+    tables.into_iter().map(TableBuilder::finish).collect()
 }
 
-fn build_table(table: &str, lines: &[&Line<'_>], default_time: i64) -> Result<MetricBatch> {
+fn check_table_name(table: &str) -> Result<()> {
     if table == EVENTS_TABLE {
         return Err(Error::InvalidName {
             name: table.into(),
@@ -336,15 +362,7 @@ fn build_table(table: &str, lines: &[&Line<'_>], default_time: i64) -> Result<Me
                 .into(),
         });
     }
-    validate_name(table, "measurement")?;
-    let mut builder = TableBuilder::new(table, lines.len());
-    let mut times = Vec::with_capacity(lines.len());
-    let mut field_cols = Vec::new();
-    for (row, line) in lines.iter().enumerate() {
-        builder.push(row, line, &mut field_cols)?;
-        times.push(line.timestamp.unwrap_or(default_time));
-    }
-    builder.finish(times)
+    validate_name(table, "measurement")
 }
 
 /// Splits a batch into one batch per UTC day of its `time` column.
@@ -396,14 +414,10 @@ pub(crate) fn day_of(nanos: i64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::line_protocol::{Precision, parse_lines};
     use arrow::util::pretty::pretty_format_batches;
 
     fn build(body: &str) -> Result<Vec<MetricBatch>> {
-        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds)
-            .map(|l| l.unwrap())
-            .collect();
-        build_metric_batches(&lines, 7)
+        build_metric_batches(body, Precision::Nanoseconds, 7)
     }
 
     #[test]

@@ -18,17 +18,14 @@ use vigil_wal::{FsStorage, Wal};
 use crate::batch::{TableBatch, build_metric_batches, split_by_day};
 use crate::buffer::{Buffer, Chunk};
 use crate::config::EngineConfig;
-use crate::error::{Error, LineError, Result};
+use crate::error::{Error, Result};
 use crate::events::{events_batch, parse_events};
-use crate::line_protocol::{Precision, parse_lines};
+use crate::line_protocol::Precision;
 use crate::manifest::{MANIFEST_FILE, Manifest, TableManifest};
 use crate::payload::{self, KIND_TABLE_BATCHES};
 use crate::persist::{PartitionRows, write_partition};
 use crate::schema::{Catalog, EVENTS_TABLE, TableSchema, events_schema};
 use crate::time::TimeProvider;
-
-/// At most this many line errors are reported for one request.
-const MAX_REPORTED_ERRORS: usize = 100;
 
 /// A decoded, validated and encoded write, ready for [`Engine::commit`].
 pub struct PreparedWrite {
@@ -195,18 +192,8 @@ impl Engine {
         let text = std::str::from_utf8(body).map_err(|e| Error::NotUtf8 {
             line: line_of(body, e.valid_up_to()),
         })?;
-        let mut lines = Vec::new();
-        let mut errors = Vec::new();
-        for parsed in parse_lines(text, precision) {
-            match parsed {
-                Ok(line) => lines.push(line),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(parse_error(errors));
-        }
-        let metric = build_metric_batches(&lines, self.inner.clock.now_nanos())?;
+        let metric = build_metric_batches(text, precision, self.inner.clock.now_nanos())?;
+        let rows = metric.iter().map(|m| m.batch.num_rows()).sum();
         let mut checks = Vec::with_capacity(metric.len());
         let mut batches = Vec::with_capacity(metric.len());
         for mb in metric {
@@ -215,7 +202,7 @@ impl Engine {
         }
         self.inner
             .check_catalog(&self.inner.state.lock().catalog, &checks)?;
-        self.inner.prepared(checks, batches, lines.len())
+        self.inner.prepared(checks, batches, rows)
     }
 
     /// Decodes events (NDJSON or a JSON array) and prepares them for [`Engine::commit`].
@@ -566,19 +553,6 @@ fn replay_record(
     }
     buffer.insert(lsn, batches);
     Ok(())
-}
-
-fn parse_error(mut errors: Vec<LineError>) -> Error {
-    if errors.len() == 1 {
-        return Error::Parse(errors.remove(0));
-    }
-    let count = errors.len();
-    errors.truncate(MAX_REPORTED_ERRORS);
-    Error::ParseMany {
-        first: errors[0].clone(),
-        count,
-        errors,
-    }
 }
 
 fn line_of(body: &[u8], offset: usize) -> usize {

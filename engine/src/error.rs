@@ -91,7 +91,24 @@ pub enum Error {
     BadRecord { lsn: u64, reason: String },
 }
 
+/// At most this many line errors are reported for one request.
+const MAX_REPORTED_ERRORS: usize = 100;
+
 impl Error {
+    /// One error for a request's bad lines; keeps the first 100.
+    pub(crate) fn from_line_errors(mut errors: Vec<LineError>) -> Self {
+        if errors.len() == 1 {
+            return Self::Parse(errors.remove(0));
+        }
+        let count = errors.len();
+        errors.truncate(MAX_REPORTED_ERRORS);
+        Self::ParseMany {
+            first: errors[0].clone(),
+            count,
+            errors,
+        }
+    }
+
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.as_ref().display().to_string(),

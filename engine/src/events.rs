@@ -88,14 +88,10 @@ pub fn parse_events(body: &[u8], now: i64) -> Result<Vec<Event>> {
             }
         }
     }
-    match errors.len() {
-        0 => Ok(events),
-        1 => Err(Error::Parse(errors.remove(0))),
-        count => Err(Error::ParseMany {
-            first: errors[0].clone(),
-            count,
-            errors,
-        }),
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(Error::from_line_errors(errors))
     }
 }
 

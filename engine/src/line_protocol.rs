@@ -85,8 +85,48 @@ pub fn parse_lines(
             return None;
         }
         let lead = text.len() - trimmed.len();
-        Some(Parser::new(trimmed, i + 1, lead, precision).line())
+        let mut line = Line::empty();
+        Some(
+            Parser::new(trimmed, i + 1, lead, precision)
+                .line_into(&mut line)
+                .map(|()| line),
+        )
     })
+}
+
+/// Decodes every point in `body` into one reused [`Line`], handing each to `f`: no
+/// allocation per line once the buffers have grown.
+pub(crate) fn for_each_line<'a>(
+    body: &'a str,
+    precision: Precision,
+    mut f: impl FnMut(Result<&Line<'a>, LineError>) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    let mut line = Line::empty();
+    for (i, raw) in body.split('\n').enumerate() {
+        let text = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = text.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let lead = text.len() - trimmed.len();
+        match Parser::new(trimmed, i + 1, lead, precision).line_into(&mut line) {
+            Ok(()) => f(Ok(&line))?,
+            Err(e) => f(Err(e))?,
+        }
+    }
+    Ok(())
+}
+
+impl Line<'_> {
+    fn empty() -> Self {
+        Self {
+            line_no: 0,
+            measurement: Cow::Borrowed(""),
+            tags: Vec::new(),
+            fields: Vec::new(),
+            timestamp: None,
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -161,26 +201,23 @@ impl<'a> Parser<'a> {
         self.b.get(self.pos).copied()
     }
 
-    fn line(mut self) -> Result<Line<'a>, LineError> {
-        let measurement = self.token(Token::Measurement)?;
-        let mut tags = Vec::new();
+    /// Decodes the line into `out`, reusing its buffers.
+    fn line_into(mut self, out: &mut Line<'a>) -> Result<(), LineError> {
+        out.line_no = self.line_no;
+        out.tags.clear();
+        out.fields.clear();
+        out.measurement = self.token(Token::Measurement)?;
         while self.peek() == Some(b',') {
             self.pos += 1;
             let key = self.token(Token::TagKey)?;
             self.expect_equals(Token::TagKey)?;
             let value = self.token(Token::TagValue)?;
-            tags.push((key, value));
+            out.tags.push((key, value));
         }
         self.skip_spaces(true)?;
-        let fields = self.fields()?;
-        let timestamp = self.timestamp()?;
-        Ok(Line {
-            line_no: self.line_no,
-            measurement,
-            tags,
-            fields,
-            timestamp,
-        })
+        self.fields(&mut out.fields)?;
+        out.timestamp = self.timestamp()?;
+        Ok(())
     }
 
     fn skip_spaces(&mut self, required: bool) -> Result<(), LineError> {
@@ -236,8 +273,10 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn fields(&mut self) -> Result<Vec<(Cow<'a, str>, FieldValue<'a>)>, LineError> {
-        let mut fields: Vec<(Cow<'a, str>, FieldValue<'a>)> = Vec::new();
+    fn fields(
+        &mut self,
+        fields: &mut Vec<(Cow<'a, str>, FieldValue<'a>)>,
+    ) -> Result<(), LineError> {
         loop {
             if self.peek().is_none() {
                 return Err(self.err("missing fields"));
@@ -249,7 +288,7 @@ impl<'a> Parser<'a> {
             if self.peek() == Some(b',') {
                 self.pos += 1;
             } else {
-                return Ok(fields);
+                return Ok(());
             }
         }
     }

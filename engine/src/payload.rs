@@ -109,17 +109,17 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::batch::build_metric_batches;
-    use crate::line_protocol::{Precision, parse_lines};
+    use crate::line_protocol::Precision;
 
     #[test]
     fn round_trip() {
-        let lines: Vec<_> = parse_lines(
+        let mb = build_metric_batches(
             "cpu,host=a u=1,s=\"x\" 10\ncpu,host=b u=2",
             Precision::Nanoseconds,
+            5,
         )
-        .filter_map(|l| l.ok())
-        .collect();
-        let mb = build_metric_batches(&lines, 5).unwrap().remove(0);
+        .unwrap()
+        .remove(0);
         let tb = vec![TableBatch {
             table: "cpu".into(),
             day: 3,

@@ -1,5 +1,6 @@
 //! Writing a partition's buffered rows to one sorted, deduplicated Parquet file.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::manifest::{FileMeta, rename_durable, sync_dir, tmp_path};
@@ -69,49 +71,75 @@ pub(crate) fn merge_rows(part: &PartitionRows<'_>) -> Result<RecordBatch> {
         })
         .collect::<Result<_, _>>()?;
     let all = concat_batches(&schema, &unified)?;
-    let dedup = part.table != EVENTS_TABLE;
-    let keys: Vec<&str> = if dedup {
-        part.schema.tag_names().chain([TIME_COLUMN]).collect()
+    let tags: Vec<&str> = if part.table == EVENTS_TABLE {
+        Vec::new()
     } else {
-        vec![TIME_COLUMN]
+        part.schema.tag_names().collect()
     };
-    let indices = sorted_indices(&all, &keys, dedup)?;
+    let indices = sorted_indices(&all, &tags, part.table != EVENTS_TABLE)?;
     Ok(take_record_batch(&all, &indices)?)
 }
 
-/// Row order by `keys` (stable: equal keys keep arrival order); with `keep_last`, only the
-/// last row of each run of equal keys.
-fn sorted_indices(batch: &RecordBatch, keys: &[&str], keep_last: bool) -> Result<UInt32Array> {
-    let columns: Vec<ArrayRef> = keys
+/// Row order by series (the `tags` columns, compared as values) then time; rows with equal
+/// keys keep arrival order. With `keep_last`, only the last row of each (series, time).
+///
+/// Each distinct series is ranked once; the rows are then sorted by integer keys, which is
+/// far cheaper than comparing tag values row against row.
+fn sorted_indices(batch: &RecordBatch, tags: &[&str], keep_last: bool) -> Result<UInt32Array> {
+    let rank = series_ranks(batch, tags)?;
+    let time = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
+    let mut keys: Vec<(u32, i64, u32)> = (0..batch.num_rows())
+        .map(|i| (rank[i], time.value(i), i as u32))
+        .collect();
+    keys.sort_unstable();
+    if keep_last {
+        keys.dedup_by(|next, prev| {
+            let same = (next.0, next.1) == (prev.0, prev.1);
+            if same {
+                // `dedup_by` keeps `prev`; make it the later arrival.
+                prev.2 = next.2;
+            }
+            same
+        });
+    }
+    Ok(keys.into_iter().map(|k| k.2).collect())
+}
+
+/// For every row, the rank of its series among the batch's distinct series in sort order.
+fn series_ranks(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<u32>> {
+    let columns: Vec<ArrayRef> = tags
         .iter()
         .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
         .collect();
+    if columns.is_empty() {
+        return Ok(vec![0; batch.num_rows()]);
+    }
     let fields = columns
         .iter()
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
-    let converter = RowConverter::new(fields)?;
-    let rows = converter.convert_columns(&columns)?;
-    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    order.sort_by(|&a, &b| {
-        rows.row(a as usize)
-            .cmp(&rows.row(b as usize))
-            .then(a.cmp(&b))
-    });
-    if keep_last {
-        let keep: Vec<u32> = order
-            .iter()
-            .enumerate()
-            .filter(|&(i, &r)| {
-                order
-                    .get(i + 1)
-                    .is_none_or(|&next| rows.row(r as usize) != rows.row(next as usize))
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+    let mut ids: HashMap<&[u8], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    let row_ids: Vec<u32> = (0..rows.num_rows())
+        .map(|i| {
+            let bytes = rows.row(i).data();
+            *ids.entry(bytes).or_insert_with(|| {
+                distinct.push(bytes);
+                (distinct.len() - 1) as u32
             })
-            .map(|(_, &r)| r)
-            .collect();
-        order = keep;
+        })
+        .collect();
+    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| distinct[a as usize].cmp(distinct[b as usize]));
+    let mut rank = vec![0u32; distinct.len()];
+    for (r, &id) in order.iter().enumerate() {
+        rank[id as usize] = r as u32;
     }
-    Ok(UInt32Array::from(order))
+    Ok(row_ids.into_iter().map(|id| rank[id as usize]).collect())
 }
 
 fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterProperties> {
@@ -235,14 +263,14 @@ fn time_range(batch: &RecordBatch) -> (i64, i64) {
 mod tests {
     use super::*;
     use crate::batch::build_metric_batches;
-    use crate::line_protocol::{Precision, parse_lines};
+    use crate::line_protocol::Precision;
     use arrow::util::pretty::pretty_format_batches;
 
     fn chunk(body: &str) -> RecordBatch {
-        let lines: Vec<_> = parse_lines(body, Precision::Nanoseconds)
-            .map(|l| l.unwrap())
-            .collect();
-        build_metric_batches(&lines, 0).unwrap().remove(0).batch
+        build_metric_batches(body, Precision::Nanoseconds, 0)
+            .unwrap()
+            .remove(0)
+            .batch
     }
 
     #[test]

@@ -163,6 +163,27 @@ impl Token {
         }
     }
 
+    /// Bytes that end the token or start an escape.
+    fn special(self) -> &'static [bool; 256] {
+        const fn table(bytes: &[u8]) -> [bool; 256] {
+            let mut t = [false; 256];
+            let mut i = 0;
+            while i < bytes.len() {
+                t[bytes[i] as usize] = true;
+                i += 1;
+            }
+            t
+        }
+        static MEASUREMENT: [bool; 256] = table(b", \\");
+        static KEY: [bool; 256] = table(b",= \\");
+        static TAG_VALUE: [bool; 256] = table(b", \\");
+        match self {
+            Self::Measurement => &MEASUREMENT,
+            Self::TagKey | Self::FieldKey => &KEY,
+            Self::TagValue => &TAG_VALUE,
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             Self::Measurement => "measurement",
@@ -247,7 +268,13 @@ impl<'a> Parser<'a> {
     fn token(&mut self, kind: Token) -> Result<Cow<'a, str>, LineError> {
         let start = self.pos;
         let mut escaped = false;
-        while let Some(c) = self.peek() {
+        let special = kind.special();
+        loop {
+            // Skip ordinary bytes fast; stop at a terminator, a backslash or the end.
+            while self.b.get(self.pos).is_some_and(|&c| !special[c as usize]) {
+                self.pos += 1;
+            }
+            let Some(c) = self.peek() else { break };
             if c == b'\\'
                 && self
                     .b

@@ -5,7 +5,7 @@
 //! ```text
 //! u8  version = 1
 //! u32 count
-//! count × { u16 name_len, name (UTF-8), i32 day, u32 ipc_len, Arrow IPC stream (ZSTD buffers) }
+//! count × { u16 name_len, name (UTF-8), i32 day, u32 ipc_len, Arrow IPC stream (LZ4 frame buffers) }
 //! ```
 //! Integers are little-endian.
 
@@ -28,7 +28,8 @@ pub fn encode(batches: &[TableBatch]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(1024);
     out.push(VERSION);
     out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
-    let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+    let options =
+        IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
     for tb in batches {
         let name = tb.table.as_bytes();
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());

@@ -19,7 +19,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::manifest::{FileMeta, rename_durable, sync_dir, tmp_path};
-use crate::schema::{EVENTS_TABLE, TIME_COLUMN, TableSchema};
+use crate::schema::{ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema};
 
 /// Rows of one table and day to persist, in arrival (LSN) order.
 pub(crate) struct PartitionRows<'a> {
@@ -157,7 +157,7 @@ fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterPro
         .columns()
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.kind == crate::schema::ColumnKind::Tag)
+        .filter(|(_, c)| c.kind == ColumnKind::Tag)
         .take(sort_keys)
         .map(|(i, _)| SortingColumn {
             column_idx: i as i32,
@@ -170,7 +170,21 @@ fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterPro
         descending: false,
         nulls_first: false,
     });
-    Ok(WriterProperties::builder()
+    let mut props = WriterProperties::builder();
+    // Integer fields are mostly counters and gauges that move in small steps: delta
+    // encoding stores them in a few bits, where a dictionary needs log2(distinct) bits.
+    for col in schema.columns() {
+        if matches!(
+            col.kind,
+            ColumnKind::Field(FieldType::Integer | FieldType::Unsigned)
+        ) {
+            let path = ColumnPath::from(col.name.as_str());
+            props = props
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    Ok(props
         .set_compression(Compression::ZSTD(zstd))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(time.clone(), false)

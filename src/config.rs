@@ -38,13 +38,13 @@ pub(crate) struct ServeArgs {
     /// WAL segment size [default: 64MiB].
     #[arg(long, env = "VIGIL_WAL_SEGMENT_SIZE")]
     pub(crate) wal_segment_size: Option<ByteSize>,
-    /// Flush the write buffer to Parquet at this size [default: 128MiB].
+    /// Flush the write buffer to Parquet at this size [default: 64MiB].
     #[arg(long, env = "VIGIL_FLUSH_SIZE")]
     pub(crate) flush_size: Option<ByteSize>,
     /// Flush the write buffer when its oldest row is this old [default: 5m].
     #[arg(long, env = "VIGIL_FLUSH_AGE")]
     pub(crate) flush_age: Option<humantime::Duration>,
-    /// Refuse writes with 503 while this much data waits for a flush [default: 512MiB].
+    /// Refuse writes with 503 while this much data waits for a flush [default: 256MiB].
     #[arg(long, env = "VIGIL_MAX_BUFFER_SIZE")]
     pub(crate) max_buffer_size: Option<ByteSize>,
     /// Log filter, e.g. `info` or `vigil_engine=debug` [default: info].

@@ -12,11 +12,11 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// WAL settings (durability, segment size, recovery mode).
     pub wal: WalConfig,
-    /// Flush the buffer to Parquet once it holds this many bytes; default 128 MiB.
+    /// Flush the buffer to Parquet once it holds this many bytes; default 64 MiB.
     pub flush_bytes: usize,
     /// Flush the buffer once its oldest row is this old; default 5 minutes.
     pub flush_age: Duration,
-    /// Refuse writes (overloaded) while buffered plus flushing data exceeds this; default 512 MiB.
+    /// Refuse writes (overloaded) while buffered plus flushing data exceeds this; default 256 MiB.
     pub max_buffer_bytes: usize,
     /// Run the background flusher (by size and age); default true. Tests that drive
     /// flushes themselves turn it off.
@@ -28,9 +28,9 @@ impl Default for EngineConfig {
         Self {
             data_dir: PathBuf::from("vigil-data"),
             wal: WalConfig::default(),
-            flush_bytes: 128 * 1024 * 1024,
+            flush_bytes: 64 * 1024 * 1024,
             flush_age: Duration::from_secs(300),
-            max_buffer_bytes: 512 * 1024 * 1024,
+            max_buffer_bytes: 256 * 1024 * 1024,
             background_flush: true,
         }
     }

@@ -402,6 +402,7 @@ impl Inner {
 
     fn try_flush(&self) -> Result<()> {
         let _flushing = self.flush_lock.lock();
+        let started = std::time::Instant::now();
         if let Some(cause) = self.wal.poisoned() {
             return Err(Error::Wal(vigil_wal::Error::Poisoned { cause }));
         }
@@ -446,7 +447,14 @@ impl Inner {
         if let Err(e) = self.wal.truncate_through(checkpoint) {
             tracing::warn!(error = %e, "could not delete WAL segments behind the checkpoint");
         }
-        tracing::debug!(checkpoint, files, "flushed");
+        let rows: usize = pending.iter().map(|b| b.rows()).sum();
+        tracing::info!(
+            rows,
+            files,
+            checkpoint,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed to Parquet"
+        );
         Ok(())
     }
 

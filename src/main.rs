@@ -5,6 +5,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: faster than glibc malloc for the many short-lived buffers of decoding and
+/// flushing, and it hands freed memory back to the OS sooner.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vigil",

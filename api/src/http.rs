@@ -57,8 +57,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/write", post(write::write_v1_native))
-        .route("/write", post(write::write_influx_v1))
-        .route("/api/v2/write", post(write::write_influx_v2))
+        .route("/write", post(write::write_influx))
+        .route("/api/v2/write", post(write::write_influx))
         .route("/api/v1/events", post(write::write_events))
         .route("/health", get(health))
         .route("/metrics", get(metrics))

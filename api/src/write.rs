@@ -23,24 +23,18 @@ pub(crate) struct NativeParams {
     precision: Option<String>,
 }
 
-/// Query parameters of InfluxDB 1.x `POST /write`. `db`, `rp`, `u`, `p` and `consistency`
-/// are accepted; Vigil has one namespace, so `db` and `rp` do not select one.
+/// Query parameters of InfluxDB 1.x `POST /write` (`db`, `rp`, `precision`, `u`, `p`,
+/// `consistency`) and 2.x `POST /api/v2/write` (`org`, `orgID`, `bucket`, `precision`).
+/// Vigil has one namespace: only `precision` changes anything; `u`/`p` are checked once
+/// the side store's tokens exist.
 #[derive(Debug, Deserialize)]
 #[allow(dead_code)]
-pub(crate) struct InfluxV1Params {
+pub(crate) struct InfluxParams {
     db: Option<String>,
     rp: Option<String>,
-    precision: Option<String>,
     u: Option<String>,
     p: Option<String>,
     consistency: Option<String>,
-}
-
-/// Query parameters of InfluxDB 2.x `POST /api/v2/write`; `org`, `orgID` and `bucket` are
-/// accepted and do not select a namespace.
-#[derive(Debug, Deserialize)]
-#[allow(dead_code)]
-pub(crate) struct InfluxV2Params {
     org: Option<String>,
     #[serde(rename = "orgID")]
     org_id: Option<String>,
@@ -76,20 +70,10 @@ pub(crate) async fn write_v1_native(
     Ok(Json(serde_json::json!({ "rows": summary.rows })).into_response())
 }
 
-pub(crate) async fn write_influx_v1(
+/// `POST /write` and `POST /api/v2/write`: 204 on success, as InfluxDB answers.
+pub(crate) async fn write_influx(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<InfluxV1Params>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let p = precision(q.precision.as_deref())?;
-    ingest(&state, &headers, body, Payload::Lines(p)).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub(crate) async fn write_influx_v2(
-    State(state): State<Arc<AppState>>,
-    Query(q): Query<InfluxV2Params>,
+    Query(q): Query<InfluxParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -5,9 +5,11 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, new_null_array};
-use arrow::compute::interleave_record_batch;
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array, new_null_array,
+};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::row::{RowConverter, SortField};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
@@ -68,94 +70,67 @@ pub(crate) fn merge_rows(part: &PartitionRows<'_>) -> Result<RecordBatch> {
             RecordBatch::try_new(Arc::clone(&schema), columns)
         })
         .collect::<Result<_, _>>()?;
+    let all = concat_batches(&schema, &unified)?;
     let tags: Vec<&str> = if part.table == EVENTS_TABLE {
         Vec::new()
     } else {
         part.schema.tag_names().collect()
     };
-    let order = sorted_positions(&unified, &tags, part.table != EVENTS_TABLE)?;
-    if unified.is_empty() {
-        return Ok(RecordBatch::new_empty(schema));
-    }
-    let refs: Vec<&RecordBatch> = unified.iter().collect();
-    // One gather from all chunks into the sorted output: no intermediate concatenation.
-    Ok(interleave_record_batch(&refs, &order)?)
+    let indices = sorted_indices(&all, &tags, part.table != EVENTS_TABLE)?;
+    Ok(take_record_batch(&all, &indices)?)
 }
 
-/// (chunk, row) positions ordered by series (the `tags` columns, compared as values) then
-/// time; equal keys keep arrival order (chunks are in LSN order). With `keep_last`, only the
-/// last write of each (series, time).
+/// Row order by series (the `tags` columns, compared as values) then time; rows with equal
+/// keys keep arrival order. With `keep_last`, only the last row of each (series, time).
 ///
 /// Each distinct series is ranked once; the rows are then sorted by integer keys, which is
 /// far cheaper than comparing tag values row against row.
-fn sorted_positions(
-    chunks: &[RecordBatch],
-    tags: &[&str],
-    keep_last: bool,
-) -> Result<Vec<(usize, usize)>> {
-    let ranks = series_ranks(chunks, tags)?;
-    let mut keys: Vec<(u32, i64, u32, u32)> =
-        Vec::with_capacity(chunks.iter().map(|c| c.num_rows()).sum());
-    for (c, (chunk, rank)) in chunks.iter().zip(&ranks).enumerate() {
-        let time = chunk
-            .column_by_name(TIME_COLUMN)
-            .and_then(|col| col.as_any().downcast_ref::<TimestampNanosecondArray>())
-            .ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError("batch has no time column".into())
-            })?;
-        keys.extend((0..chunk.num_rows()).map(|r| (rank[r], time.value(r), c as u32, r as u32)));
-    }
+fn sorted_indices(batch: &RecordBatch, tags: &[&str], keep_last: bool) -> Result<UInt32Array> {
+    let rank = series_ranks(batch, tags)?;
+    let time = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
+    let mut keys: Vec<(u32, i64, u32)> = (0..batch.num_rows())
+        .map(|i| (rank[i], time.value(i), i as u32))
+        .collect();
     keys.sort_unstable();
     if keep_last {
         keys.dedup_by(|next, prev| {
             let same = (next.0, next.1) == (prev.0, prev.1);
             if same {
                 // `dedup_by` keeps `prev`; make it the later arrival.
-                (prev.2, prev.3) = (next.2, next.3);
+                prev.2 = next.2;
             }
             same
         });
     }
-    Ok(keys
-        .into_iter()
-        .map(|k| (k.2 as usize, k.3 as usize))
-        .collect())
+    Ok(keys.into_iter().map(|k| k.2).collect())
 }
 
-/// For every row of every chunk, the rank of its series among all distinct series in sort
-/// order. One row converter serves all chunks, so their encoded rows compare.
-fn series_ranks(chunks: &[RecordBatch], tags: &[&str]) -> Result<Vec<Vec<u32>>> {
-    let tag_columns = |chunk: &RecordBatch| -> Vec<ArrayRef> {
-        tags.iter()
-            .filter_map(|k| chunk.column_by_name(k).map(Arc::clone))
-            .collect()
-    };
-    let Some(first) = chunks.first().map(tag_columns).filter(|c| !c.is_empty()) else {
-        return Ok(chunks.iter().map(|c| vec![0; c.num_rows()]).collect());
-    };
-    let fields = first
+/// For every row, the rank of its series among the batch's distinct series in sort order.
+fn series_ranks(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<u32>> {
+    let columns: Vec<ArrayRef> = tags
+        .iter()
+        .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
+        .collect();
+    if columns.is_empty() {
+        return Ok(vec![0; batch.num_rows()]);
+    }
+    let fields = columns
         .iter()
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
-    let converter = RowConverter::new(fields)?;
-    let rows: Vec<Rows> = chunks
-        .iter()
-        .map(|c| converter.convert_columns(&tag_columns(c)))
-        .collect::<Result<_, _>>()?;
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
     let mut ids: HashMap<&[u8], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
     let mut distinct: Vec<&[u8]> = Vec::new();
-    let row_ids: Vec<Vec<u32>> = rows
-        .iter()
-        .map(|chunk_rows| {
-            (0..chunk_rows.num_rows())
-                .map(|i| {
-                    let bytes = chunk_rows.row(i).data();
-                    *ids.entry(bytes).or_insert_with(|| {
-                        distinct.push(bytes);
-                        (distinct.len() - 1) as u32
-                    })
-                })
-                .collect()
+    let row_ids: Vec<u32> = (0..rows.num_rows())
+        .map(|i| {
+            let bytes = rows.row(i).data();
+            *ids.entry(bytes).or_insert_with(|| {
+                distinct.push(bytes);
+                (distinct.len() - 1) as u32
+            })
         })
         .collect();
     let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
@@ -164,10 +139,7 @@ fn series_ranks(chunks: &[RecordBatch], tags: &[&str]) -> Result<Vec<Vec<u32>>> 
     for (r, &id) in order.iter().enumerate() {
         rank[id as usize] = r as u32;
     }
-    Ok(row_ids
-        .into_iter()
-        .map(|ids| ids.into_iter().map(|id| rank[id as usize]).collect())
-        .collect())
+    Ok(row_ids.into_iter().map(|id| rank[id as usize]).collect())
 }
 
 fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterProperties> {

@@ -256,3 +256,94 @@ async fn health_and_metrics() {
         "{body}"
     );
 }
+
+/// WAL storage whose fsyncs start failing on request.
+#[derive(Clone)]
+struct FailingSync {
+    inner: vigil_wal::FsStorage,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct FailingFile {
+    inner: Box<dyn vigil_wal::SegmentFile>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl vigil_wal::SegmentFile for FailingFile {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected EIO on fsync"));
+        }
+        self.inner.sync()
+    }
+}
+
+impl vigil_wal::Storage for FailingSync {
+    fn list(&self) -> vigil_wal::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn read(&self, name: &str) -> vigil_wal::Result<Box<dyn AsRef<[u8]> + Send>> {
+        self.inner.read(name)
+    }
+    fn create(&self, name: &str) -> vigil_wal::Result<Box<dyn vigil_wal::SegmentFile>> {
+        Ok(Box::new(FailingFile {
+            inner: self.inner.create(name)?,
+            fail: Arc::clone(&self.fail),
+        }))
+    }
+    fn truncate(&self, name: &str, len: u64) -> vigil_wal::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn remove(&self, name: &str) -> vigil_wal::Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&self) -> vigil_wal::Result<()> {
+        self.inner.sync_dir()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fsync_stops_acknowledgements_and_turns_health_red() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storage = FailingSync {
+        inner: vigil_wal::FsStorage::open(dir.path().join("wal")).unwrap(),
+        fail: Arc::clone(&fail),
+    };
+    let config = EngineConfig {
+        data_dir: dir.path().to_path_buf(),
+        background_flush: false,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(
+        Engine::open_with_wal_storage(
+            config,
+            Arc::new(MockTimeProvider::new(0)),
+            Arc::new(storage),
+        )
+        .unwrap(),
+    );
+    let app = router(AppState::new(Arc::clone(&engine), HttpConfig::default()));
+    let (status, _, _) = send(&app, post("/api/v1/write", "m f=1 1")).await;
+    assert_eq!(status, StatusCode::OK);
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, body) = send(&app, post("/api/v1/write", "m f=2 2")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("write-ahead log failed"), "{body}");
+    // No retry once fsync works again: the log stays poisoned until a restart.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, _) = send(&app, post("/api/v1/write", "m f=3 3")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, body) = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains("\"status\":\"fail\"") && body.contains("injected EIO"),
+        "{body}"
+    );
+    let (_, _, metrics) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(metrics.contains("vigil_wal_poisoned 1"), "{metrics}");
+}

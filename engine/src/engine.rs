@@ -120,6 +120,17 @@ impl Engine {
     /// it does not list, replays the WAL past its checkpoint into the buffer, and starts
     /// the background flusher.
     pub fn open(config: EngineConfig, clock: Arc<dyn TimeProvider>) -> Result<Self> {
+        let wal_dir = config.data_dir.join("wal");
+        Self::open_with_wal_storage(config, clock, Arc::new(FsStorage::open(wal_dir)?))
+    }
+
+    /// [`Engine::open`] with the WAL in `storage` instead of `<data-dir>/wal`; tests use it
+    /// to inject I/O faults.
+    pub fn open_with_wal_storage(
+        config: EngineConfig,
+        clock: Arc<dyn TimeProvider>,
+        storage: Arc<dyn vigil_wal::Storage>,
+    ) -> Result<Self> {
         config.validate()?;
         let dir = config.data_dir.clone();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -128,7 +139,6 @@ impl Engine {
         remove_unlisted_files(&dir, &manifest)?;
         let mut catalog = manifest.catalog();
         let mut buffer = Buffer::default();
-        let storage = Arc::new(FsStorage::open(dir.join("wal"))?);
         let (wal, report) = Wal::open(
             storage,
             config.wal.clone(),

@@ -159,7 +159,11 @@ fn generate(rows: u64, hosts: u64, out: &Path) -> anyhow::Result<()> {
         .collect();
     let mut w = BufWriter::with_capacity(1 << 20, File::create(out)?);
     let mut line = String::with_capacity(512);
+    let progress = progress_bar(rows, "generating");
     for n in 0..rows {
+        if n % 100_000 == 0 {
+            progress.set_position(n);
+        }
         let host = (n % hosts) as usize;
         let ts = START_NS + (n / hosts) as i64 * STEP_NS;
         line.clear();
@@ -179,6 +183,7 @@ fn generate(rows: u64, hosts: u64, out: &Path) -> anyhow::Result<()> {
         w.write_all(line.as_bytes())?;
     }
     w.flush()?;
+    progress.finish_and_clear();
     let size = std::fs::metadata(out)?.len();
     println!(
         "wrote {rows} rows for {hosts} hosts to {} ({:.1} bytes/row)",
@@ -186,6 +191,34 @@ fn generate(rows: u64, hosts: u64, out: &Path) -> anyhow::Result<()> {
         size as f64 / rows as f64
     );
     Ok(())
+}
+
+/// A bar on stderr counting rows, with rate and ETA; hidden when stderr is not a terminal.
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Rows in a line protocol file (its newlines).
+fn count_lines(path: &Path) -> anyhow::Result<u64> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut n = 0;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        n += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let len = buf.len();
+        reader.consume(len);
+    }
 }
 
 fn tokio_runtime() -> tokio::runtime::Runtime {
@@ -229,6 +262,7 @@ impl Report {
 
 /// Reads the file in batches of `batch` lines and posts them over `connections` connections.
 async fn load_server(args: &LoadArgs, url: &str, pid: Option<u32>) -> anyhow::Result<Report> {
+    let progress = progress_bar(count_lines(&args.file)?, "loading");
     let (tx, rx) = mpmc::bounded(args.connections * 2);
     let file = args.file.clone();
     let batch = args.batch;
@@ -241,6 +275,7 @@ async fn load_server(args: &LoadArgs, url: &str, pid: Option<u32>) -> anyhow::Re
     for _ in 0..args.connections {
         let (rx, url) = (rx.clone(), url.to_string());
         let (rows, bytes, retries) = (Arc::clone(&rows), Arc::clone(&bytes), Arc::clone(&retries));
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
@@ -272,6 +307,7 @@ async fn load_server(args: &LoadArgs, url: &str, pid: Option<u32>) -> anyhow::Re
                 hist.record(t.elapsed().as_micros() as u64).expect("record");
                 rows.fetch_add(n, Ordering::Relaxed);
                 bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                progress.inc(n);
             }
             hist
         }));
@@ -281,6 +317,7 @@ async fn load_server(args: &LoadArgs, url: &str, pid: Option<u32>) -> anyhow::Re
         latency.add(t.await?)?;
     }
     let elapsed = start.elapsed();
+    progress.finish_and_clear();
     reader.join().expect("reader thread")?;
     Ok(Report {
         rows: rows.load(Ordering::Relaxed),

@@ -294,7 +294,12 @@ impl Drop for Engine {
 
 impl Inner {
     fn check_capacity(&self) -> Result<()> {
-        let st = self.state.lock();
+        self.ensure_room(&self.state.lock())
+    }
+
+    /// Refuses writes while shutting down or while the buffer is over its limit (and then
+    /// wakes the flusher).
+    fn ensure_room(&self, st: &State) -> Result<()> {
         if st.shutting_down {
             return Err(Error::ShuttingDown);
         }
@@ -343,16 +348,7 @@ impl Inner {
     /// re-check types, widen tables, assign the LSN, buffer the rows.
     fn submit(&self, write: PreparedWrite) -> Result<vigil_wal::AppendTicket> {
         let mut st = self.state.lock();
-        if st.shutting_down {
-            return Err(Error::ShuttingDown);
-        }
-        let buffered = st.buffer.bytes() + st.flushing_bytes;
-        if buffered > self.config.max_buffer_bytes {
-            return Err(Error::Overloaded {
-                buffered,
-                limit: self.config.max_buffer_bytes,
-            });
-        }
+        self.ensure_room(&st)?;
         self.check_catalog(&st.catalog, &write.checks)?;
         let ticket = self.wal.submit(KIND_TABLE_BATCHES, write.payload)?;
         for (table, schema, _) in &write.checks {

@@ -115,10 +115,12 @@ fn event_from_value(value: Value, now: i64) -> Result<Event, String> {
         }
         Some(_) => return Err("'severity' must be a string".into()),
     };
-    let attributes = Value::Object(obj.clone()).to_string();
+    // serde_json's map is ordered by key (no `preserve_order`), so this text is canonical:
+    // it is both the stored payload and what the content hash covers.
+    let attributes = serde_json::to_string(&obj).map_err(|e| e.to_string())?;
     let event_id = match text(&obj, "event_id")? {
         Some(id) => id,
-        None => format!("{:032x}", content_hash(&obj)),
+        None => format!("{:032x}", xxh3_128(attributes.as_bytes())),
     };
     Ok(Event {
         time,
@@ -134,12 +136,6 @@ fn event_from_value(value: Value, now: i64) -> Result<Event, String> {
         message,
         attributes,
     })
-}
-
-/// xxh3-128 over the object's canonical JSON (keys sorted, no whitespace).
-fn content_hash(obj: &Map<String, Value>) -> u128 {
-    // serde_json's map is ordered by key unless `preserve_order` is on, so this is canonical.
-    xxh3_128(Value::Object(obj.clone()).to_string().as_bytes())
 }
 
 fn text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {

@@ -10,6 +10,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use vigil_api::HttpConfig;
 use vigil_engine::EngineConfig;
+use vigil_query::{LifecycleConfig, QueryConfig, Retention};
 use vigil_wal::{Durability, RecoveryMode, WalConfig};
 
 /// Flags of `vigil serve`. Unset flags fall back to the config file, then the defaults.
@@ -47,6 +48,34 @@ pub(crate) struct ServeArgs {
     /// Refuse writes with 503 while this much data waits for a flush [default: 256MiB].
     #[arg(long, env = "VIGIL_MAX_BUFFER_SIZE")]
     pub(crate) max_buffer_size: Option<ByteSize>,
+    /// Memory all running queries may use together; past it a query spills or fails
+    /// with "resources exhausted" [default: 512MiB].
+    #[arg(long, env = "VIGIL_QUERY_MEMORY")]
+    pub(crate) query_memory: Option<ByteSize>,
+    /// Cancel a query running longer than this [default: 60s].
+    #[arg(long, env = "VIGIL_QUERY_TIMEOUT")]
+    pub(crate) query_timeout: Option<humantime::Duration>,
+    /// Fail a query whose result has more rows than this [default: 1000000].
+    #[arg(long, env = "VIGIL_QUERY_MAX_ROWS")]
+    pub(crate) query_max_rows: Option<usize>,
+    /// Drop partitions (days) older than this, e.g. `30d` [default: keep forever].
+    #[arg(long, env = "VIGIL_RETENTION")]
+    pub(crate) retention: Option<humantime::Duration>,
+    /// Retention of one table, overriding --retention: `TABLE=30d`, or `TABLE=forever`.
+    /// Repeatable.
+    #[arg(
+        long = "retention-table",
+        env = "VIGIL_RETENTION_TABLE",
+        value_delimiter = ','
+    )]
+    pub(crate) retention_table: Vec<String>,
+    /// How often compaction and retention look for work [default: 60s].
+    #[arg(long, env = "VIGIL_LIFECYCLE_INTERVAL")]
+    pub(crate) lifecycle_interval: Option<humantime::Duration>,
+    /// Compact today's partition once it has this many files (earlier days: from two)
+    /// [default: 8].
+    #[arg(long, env = "VIGIL_COMPACTION_MAX_FILES")]
+    pub(crate) compaction_max_files: Option<usize>,
     /// Log filter, e.g. `info` or `vigil_engine=debug` [default: info].
     #[arg(long, env = "VIGIL_LOG")]
     pub(crate) log: Option<String>,
@@ -66,6 +95,18 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     flush_age: Option<Duration>,
     max_buffer_size: Option<ByteSize>,
+    query_memory: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    query_timeout: Option<Duration>,
+    query_max_rows: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    retention: Option<Duration>,
+    /// Table → `30d` or `forever`.
+    #[serde(default)]
+    retention_tables: std::collections::HashMap<String, String>,
+    #[serde(default, with = "humantime_serde")]
+    lifecycle_interval: Option<Duration>,
+    compaction_max_files: Option<usize>,
     log: Option<String>,
 }
 
@@ -75,6 +116,8 @@ pub(crate) struct ServeConfig {
     pub(crate) http_addr: SocketAddr,
     pub(crate) engine: EngineConfig,
     pub(crate) http: HttpConfig,
+    pub(crate) query: QueryConfig,
+    pub(crate) lifecycle: LifecycleConfig,
     pub(crate) log: String,
 }
 
@@ -120,6 +163,7 @@ impl ServeArgs {
                 engine_defaults.max_buffer_bytes,
             ),
             background_flush: true,
+            row_group_rows: engine_defaults.row_group_rows,
         };
         engine.validate().context("invalid configuration")?;
         let http = HttpConfig {
@@ -133,6 +177,60 @@ impl ServeArgs {
         if http.max_body_bytes == 0 {
             bail!("max-body-size must be positive");
         }
+        let qd = QueryConfig::default();
+        let query = QueryConfig {
+            memory_limit: bytes(self.query_memory, file.query_memory, qd.memory_limit),
+            timeout: self
+                .query_timeout
+                .map(Into::into)
+                .or(file.query_timeout)
+                .unwrap_or(qd.timeout),
+            max_rows: self
+                .query_max_rows
+                .or(file.query_max_rows)
+                .unwrap_or(qd.max_rows),
+            ..qd
+        };
+        if query.max_rows == 0 || query.timeout.is_zero() || query.memory_limit == 0 {
+            bail!("query-max-rows, query-timeout and query-memory must be positive");
+        }
+        let mut retention = Retention {
+            default: self.retention.map(Into::into).or(file.retention),
+            tables: Default::default(),
+        };
+        let per_table = file
+            .retention_tables
+            .into_iter()
+            .chain(self.retention_table.iter().map(|spec| {
+                let (t, d) = spec.split_once('=').unwrap_or((spec, ""));
+                (t.to_string(), d.to_string())
+            }));
+        for (table, ttl) in per_table {
+            let ttl = match ttl.trim() {
+                "forever" | "none" => None,
+                text => Some(humantime::parse_duration(text).with_context(|| {
+                    format!("invalid retention for table '{table}': '{text}' (expected e.g. 30d or forever)")
+                })?),
+            };
+            retention.tables.insert(table, ttl);
+        }
+        let ld = LifecycleConfig::default();
+        let lifecycle = LifecycleConfig {
+            interval: self
+                .lifecycle_interval
+                .map(Into::into)
+                .or(file.lifecycle_interval)
+                .unwrap_or(ld.interval),
+            max_files: self
+                .compaction_max_files
+                .or(file.compaction_max_files)
+                .unwrap_or(ld.max_files),
+            retention,
+            ..ld
+        };
+        if lifecycle.interval.is_zero() {
+            bail!("lifecycle-interval must be positive");
+        }
         Ok(ServeConfig {
             http_addr: self
                 .http_addr
@@ -140,6 +238,8 @@ impl ServeArgs {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
             engine,
             http,
+            query,
+            lifecycle,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
     }
@@ -207,6 +307,22 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(format!("{err:#}").contains("no_such_key"), "{err:#}");
+        let c = ServeArgs {
+            retention: Some("30d".parse().unwrap()),
+            retention_table: vec!["cpu=7d".into(), "events=forever".into()],
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let r = &c.lifecycle.retention;
+        assert_eq!(r.ttl("mem"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(r.ttl("cpu"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(r.ttl("events"), None);
+        let bad = ServeArgs {
+            retention_table: vec!["cpu=soon".into()],
+            ..ServeArgs::default()
+        };
+        assert!(format!("{:#}", bad.resolve().unwrap_err()).contains("cpu"));
         let bad = ServeArgs {
             wal_durability: Some("maybe".into()),
             ..ServeArgs::default()

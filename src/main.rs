@@ -1,6 +1,7 @@
 //! `vigil`: the Vigil server and its command-line tools.
 
 mod config;
+mod query_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -24,12 +25,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (HTTP ingest) on a data directory.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
+    /// Run SQL on a running server and print the result.
+    Query(query_cmd::QueryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Query(args) => query_cmd::run(args),
     }
 }

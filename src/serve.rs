@@ -2,11 +2,13 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use vigil_api::{AppState, router};
 use vigil_engine::{Engine, SystemTimeProvider};
+use vigil_query::{Lifecycle, QueryEngine};
 use vigil_wal::Durability;
 
 use crate::config::ServeArgs;
@@ -32,6 +34,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let engine = Arc::new(engine);
+    let query = Arc::new(
+        QueryEngine::new(Arc::clone(&engine), config.query.clone())
+            .context("starting the query engine")?,
+    );
+    let stop_lifecycle = Arc::new(AtomicBool::new(false));
+    let lifecycle = Lifecycle::new(Arc::clone(&engine), config.lifecycle.clone())
+        .context("starting compaction and retention")?
+        .spawn(Arc::clone(&stop_lifecycle))
+        .context("starting the lifecycle thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil-worker")
@@ -47,12 +58,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             "vigil {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        let app = router(AppState::new(Arc::clone(&engine), config.http.clone()));
+        let app = router(AppState::new(
+            Arc::clone(&engine),
+            query,
+            config.http.clone(),
+        ));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("HTTP server failed")
     })?;
+    stop_lifecycle.store(true, Ordering::SeqCst);
+    let _ = lifecycle.join();
     tracing::info!("shutting down: flushing the write buffer to Parquet");
     engine.shutdown().context("flushing at shutdown")?;
     tracing::info!("shutdown complete");

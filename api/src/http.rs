@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 use vigil_engine::Engine;
+use vigil_query::QueryEngine;
 
 use crate::metrics::{HttpMetrics, render_metrics};
-use crate::write;
+use crate::{query, write};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ impl Default for HttpConfig {
 /// State shared by the handlers.
 pub struct AppState {
     pub(crate) engine: Arc<Engine>,
+    pub(crate) query: Arc<QueryEngine>,
     pub(crate) config: HttpConfig,
     /// One permit per KiB of request body in flight.
     pub(crate) inflight: Semaphore,
@@ -42,10 +44,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, config: HttpConfig) -> Arc<Self> {
+    pub fn new(engine: Arc<Engine>, query: Arc<QueryEngine>, config: HttpConfig) -> Arc<Self> {
         let permits = (config.max_inflight_bytes / 1024).max(1);
         Arc::new(Self {
             engine,
+            query,
             inflight: Semaphore::new(permits),
             config,
             metrics: HttpMetrics::default(),
@@ -60,6 +63,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/write", post(write::write_influx))
         .route("/api/v2/write", post(write::write_influx))
         .route("/api/v1/events", post(write::write_events))
+        .route(
+            "/api/v1/query",
+            get(query::query_get).post(query::query_post),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         // Bodies are limited by the handlers themselves (before and after gzip).
@@ -92,6 +99,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        render_metrics(&state.engine.stats(), &state.metrics),
+        render_metrics(&state.engine.stats(), &state.metrics, state.query.stats()),
     )
 }

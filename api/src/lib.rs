@@ -1,12 +1,14 @@
 //! `vigil-api`: Vigil's HTTP interface.
 //!
 //! Routes: line protocol writes (`/api/v1/write` and the InfluxDB-compatible `/write` and
-//! `/api/v2/write`), events (`/api/v1/events`), `/health` and `/metrics`. Every error maps
+//! `/api/v2/write`), events (`/api/v1/events`), SQL (`/api/v1/query`), `/health` and
+//! `/metrics`. Every error maps
 //! to a status code in one place ([`ApiError`]), and never leaks internals.
 
 mod error;
 mod http;
 mod metrics;
+mod query;
 mod write;
 
 pub use error::ApiError;

@@ -28,7 +28,12 @@ impl HttpMetrics {
     }
 }
 
-pub(crate) fn render_metrics(s: &EngineStats, h: &HttpMetrics) -> String {
+/// `queries` is (started, failed, running) of the query engine.
+pub(crate) fn render_metrics(
+    s: &EngineStats,
+    h: &HttpMetrics,
+    queries: (u64, u64, usize),
+) -> String {
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(
@@ -113,6 +118,24 @@ pub(crate) fn render_metrics(s: &EngineStats, h: &HttpMetrics) -> String {
         "gauge",
         "1 when the WAL refuses writes after an I/O failure.",
         u64::from(s.wal_poisoned.is_some()),
+    );
+    metric(
+        "vigil_queries_total",
+        "counter",
+        "SQL queries started.",
+        queries.0,
+    );
+    metric(
+        "vigil_query_errors_total",
+        "counter",
+        "SQL queries that failed.",
+        queries.1,
+    );
+    metric(
+        "vigil_queries_running",
+        "gauge",
+        "SQL queries running now.",
+        queries.2 as u64,
     );
     metric(
         "vigil_http_write_body_bytes_total",

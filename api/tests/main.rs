@@ -11,6 +11,18 @@ use tower::ServiceExt;
 use vigil_api::{AppState, HttpConfig, router};
 use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
 
+mod query;
+
+/// The router over `engine`, with a query engine of default limits.
+fn app_for(engine: &Arc<Engine>, http: HttpConfig) -> Router {
+    app_with(engine, http, vigil_query::QueryConfig::default())
+}
+
+fn app_with(engine: &Arc<Engine>, http: HttpConfig, query: vigil_query::QueryConfig) -> Router {
+    let query = Arc::new(vigil_query::QueryEngine::new(Arc::clone(engine), query).unwrap());
+    router(AppState::new(Arc::clone(engine), query, http))
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     app: Router,
@@ -31,7 +43,7 @@ fn fixture(http: HttpConfig) -> Fixture {
         )
         .unwrap(),
     );
-    let app = router(AppState::new(Arc::clone(&engine), http));
+    let app = app_for(&engine, http);
     Fixture {
         _dir: dir,
         app,
@@ -194,7 +206,7 @@ async fn full_buffer_answers_503_with_retry_after() {
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::open(config, Arc::new(MockTimeProvider::new(0))).unwrap());
-    let app = router(AppState::new(Arc::clone(&engine), HttpConfig::default()));
+    let app = app_for(&engine, HttpConfig::default());
     let (status, _, _) = send(&app, post("/api/v1/write", "m f=1 1")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, headers, body) = send(&app, post("/api/v1/write", "m f=2 2")).await;
@@ -327,7 +339,7 @@ async fn a_failed_fsync_stops_acknowledgements_and_turns_health_red() {
         )
         .unwrap(),
     );
-    let app = router(AppState::new(Arc::clone(&engine), HttpConfig::default()));
+    let app = app_for(&engine, HttpConfig::default());
     let (status, _, _) = send(&app, post("/api/v1/write", "m f=1 1")).await;
     assert_eq!(status, StatusCode::OK);
     fail.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -21,6 +21,8 @@ pub struct EngineConfig {
     /// Run the background flusher (by size and age); default true. Tests that drive
     /// flushes themselves turn it off.
     pub background_flush: bool,
+    /// Rows per Parquet row group, the unit that statistics prune; default 1,048,576.
+    pub row_group_rows: usize,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +34,7 @@ impl Default for EngineConfig {
             flush_age: Duration::from_secs(300),
             max_buffer_bytes: 256 * 1024 * 1024,
             background_flush: true,
+            row_group_rows: 1024 * 1024,
         }
     }
 }

@@ -21,10 +21,12 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::events::{events_batch, parse_events};
 use crate::line_protocol::Precision;
-use crate::manifest::{MANIFEST_FILE, Manifest, TableManifest};
+use crate::manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
 use crate::payload::{self, KIND_TABLE_BATCHES};
 use crate::persist::{PartitionRows, write_partition};
+use crate::persist::{PartitionWriter, merge_rows};
 use crate::schema::{Catalog, EVENTS_TABLE, TableSchema, events_schema};
+use crate::snapshot::{BufferedPartition, DataFile, TableSnapshot};
 use crate::time::TimeProvider;
 
 /// A decoded, validated and encoded write, ready for [`Engine::commit`].
@@ -99,9 +101,14 @@ struct Inner {
     clock: Arc<dyn TimeProvider>,
     wal: Wal,
     state: Mutex<State>,
-    /// Held for a whole flush; guards `manifest` changes.
+    /// Held for a whole flush and for every other manifest change (compaction,
+    /// retention), so that changes made on a copy of the manifest cannot overwrite each
+    /// other.
     flush_lock: Mutex<()>,
-    manifest: Mutex<Manifest>,
+    /// Lock order: `state`, then `stored`.
+    stored: Mutex<Stored>,
+    /// Next number for a new file's name; flushes and compactions both draw from it.
+    next_file_id: AtomicU64,
     wake: Sender<FlusherMsg>,
     counters: Counters,
     last_flush_error: Mutex<Option<String>>,
@@ -138,6 +145,12 @@ impl Engine {
         let manifest = Manifest::load(&dir)?;
         remove_unlisted_files(&dir, &manifest)?;
         let mut catalog = manifest.catalog();
+        let next_file_id = AtomicU64::new(manifest.next_file_id);
+        let mut stored = Stored {
+            manifest: Manifest::default(),
+            files: HashMap::new(),
+        };
+        stored.install(&dir, manifest.clone());
         let mut buffer = Buffer::default();
         let (wal, report) = Wal::open(
             storage,
@@ -173,7 +186,8 @@ impl Engine {
                 shutting_down: false,
             }),
             flush_lock: Mutex::new(()),
-            manifest: Mutex::new(manifest),
+            stored: Mutex::new(stored),
+            next_file_id,
             wake,
             counters: Counters::default(),
             last_flush_error: Mutex::new(None),
@@ -254,9 +268,158 @@ impl Engine {
         self.inner.state.lock().catalog.clone()
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
     /// The current manifest.
     pub fn manifest(&self) -> Manifest {
-        self.inner.manifest.lock().clone()
+        self.inner.stored.lock().manifest.clone()
+    }
+
+    /// Names of every table: the metric tables and `events`, which always exists.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .state
+            .lock()
+            .catalog
+            .tables()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !names.iter().any(|n| n == EVENTS_TABLE) {
+            names.push(EVENTS_TABLE.to_string());
+        }
+        names.sort();
+        names
+    }
+
+    /// The schema of `table`, `None` when there is no such table.
+    pub fn table_schema(&self, table: &str) -> Option<TableSchema> {
+        if table == EVENTS_TABLE {
+            return Some(events_schema().clone());
+        }
+        self.inner.state.lock().catalog.table(table).cloned()
+    }
+
+    /// A consistent view of `table`: its Parquet files and its buffered rows (merged per
+    /// day the way a flush would write them). `None` when there is no such table.
+    ///
+    /// The files stay on disk while the snapshot (or a clone of its `files`) is alive,
+    /// even if a compaction replaces them meanwhile.
+    pub fn snapshot(&self, table: &str) -> Result<Option<TableSnapshot>> {
+        let (schema, days, mut files) = {
+            let st = self.inner.state.lock();
+            let stored = self.inner.stored.lock();
+            let schema = if table == EVENTS_TABLE {
+                events_schema().clone()
+            } else {
+                match st.catalog.table(table) {
+                    Some(s) => s.clone(),
+                    None => return Ok(None),
+                }
+            };
+            let mut days: BTreeMap<i32, Vec<RecordBatch>> = BTreeMap::new();
+            // Oldest first: buffers being flushed, then the live buffer.
+            for buffer in st.flushing.iter().map(|b| &**b).chain([&st.buffer]) {
+                for (t, day, chunks) in buffer.partitions() {
+                    if t == table {
+                        days.entry(day)
+                            .or_default()
+                            .extend(chunks.iter().map(|c| c.batch.clone()));
+                    }
+                }
+            }
+            let files: Vec<Arc<DataFile>> = stored
+                .manifest
+                .tables
+                .get(table)
+                .map(|t| {
+                    t.files
+                        .iter()
+                        .filter_map(|f| stored.files.get(&f.path).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (schema, days, files)
+        };
+        files.sort_by_key(|f| f.meta().max_lsn);
+        let mut buffered = Vec::with_capacity(days.len());
+        for (day, chunks) in days {
+            let batch = merge_rows(&PartitionRows {
+                table,
+                day,
+                schema: &schema,
+                chunks,
+                max_lsn: 0,
+            })?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let (min_time, max_time) = crate::persist::time_range(&batch);
+            buffered.push(BufferedPartition {
+                day,
+                batch,
+                min_time,
+                max_time,
+            });
+        }
+        Ok(Some(TableSnapshot {
+            name: table.to_string(),
+            schema,
+            files,
+            buffered,
+        }))
+    }
+
+    /// A writer for a new Parquet file in `table`'s `partition` (`yyyy-mm-dd`), for
+    /// compaction. The file is not part of the store until [`Engine::replace_files`]
+    /// lists it.
+    pub fn partition_writer(&self, table: &str, partition: &str) -> Result<PartitionWriter> {
+        let schema = self.table_schema(table).ok_or_else(|| Error::Manifest {
+            path: MANIFEST_FILE.into(),
+            reason: format!("no table '{table}'"),
+        })?;
+        let id = self.inner.next_file_id.fetch_add(1, Ordering::SeqCst);
+        PartitionWriter::create(
+            &self.inner.config.data_dir,
+            self.inner.config.row_group_rows,
+            id,
+            table,
+            partition,
+            &schema,
+        )
+    }
+
+    /// Atomically replaces the files `removed` of `table` with `added` (none for
+    /// retention) in the manifest. Returns `false`, changing nothing, when one of
+    /// `removed` is no longer listed (another change got there first); the caller then
+    /// deletes `added`. Replaced files are deleted once no snapshot holds them.
+    pub fn replace_files(
+        &self,
+        table: &str,
+        removed: &[String],
+        added: Option<FileMeta>,
+    ) -> Result<bool> {
+        let _guard = self.inner.flush_lock.lock();
+        let mut manifest = self.manifest();
+        let Some(t) = manifest.tables.get_mut(table) else {
+            return Ok(false);
+        };
+        let before = t.files.len();
+        t.files.retain(|f| !removed.contains(&f.path));
+        if before - t.files.len() != removed.len() {
+            return Ok(false);
+        }
+        t.files.extend(added);
+        manifest.next_file_id = self.inner.next_file_id.load(Ordering::SeqCst);
+        manifest.save(&self.inner.config.data_dir)?;
+        self.inner
+            .stored
+            .lock()
+            .install(&self.inner.config.data_dir, manifest);
+        Ok(true)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -427,7 +590,7 @@ impl Inner {
                 st.catalog.clone(),
             )
         };
-        let mut manifest = self.manifest.lock().clone();
+        let mut manifest = self.stored.lock().manifest.clone();
         if pending.is_empty() && checkpoint == manifest.checkpoint_lsn {
             return Ok(());
         }
@@ -439,10 +602,13 @@ impl Inner {
             set_schema(&mut manifest, EVENTS_TABLE, events_schema());
         }
         manifest.checkpoint_lsn = checkpoint;
+        manifest.next_file_id = self.next_file_id.load(Ordering::SeqCst);
         manifest.save(&self.config.data_dir)?;
-        *self.manifest.lock() = manifest;
         {
+            // Both under the locks together, so that a snapshot sees these rows either
+            // in the buffers being flushed or in the files, never in both or neither.
             let mut st = self.state.lock();
+            self.stored.lock().install(&self.config.data_dir, manifest);
             let done: usize = st.flushing.drain(..pending.len()).map(|b| b.bytes()).sum();
             st.flushing_bytes -= done;
         }
@@ -493,9 +659,13 @@ impl Inner {
                     .map(|c| c.batch.clone())
                     .collect::<Vec<RecordBatch>>(),
             };
-            let file_id = manifest.next_file_id;
-            manifest.next_file_id += 1;
-            if let Some(meta) = write_partition(&self.config.data_dir, file_id, &part)? {
+            let file_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+            if let Some(meta) = write_partition(
+                &self.config.data_dir,
+                self.config.row_group_rows,
+                file_id,
+                &part,
+            )? {
                 set_schema(manifest, table, schema);
                 if let Some(t) = manifest.tables.get_mut(table) {
                     t.files.push(meta);
@@ -512,8 +682,8 @@ impl Inner {
             (st.buffer.rows(), st.buffer.bytes(), st.flushing_bytes)
         };
         let (checkpoint_lsn, parquet_files) = {
-            let m = self.manifest.lock();
-            (m.checkpoint_lsn, m.file_paths().count())
+            let s = self.stored.lock();
+            (s.manifest.checkpoint_lsn, s.manifest.file_paths().count())
         };
         let c = &self.counters;
         EngineStats {
@@ -532,6 +702,37 @@ impl Inner {
             wal_poisoned: self.wal.poisoned(),
             last_flush_error: self.last_flush_error.lock().clone(),
         }
+    }
+}
+
+/// The manifest in force and the files it lists.
+struct Stored {
+    manifest: Manifest,
+    /// Path (relative to the data dir) → file.
+    files: HashMap<String, Arc<DataFile>>,
+}
+
+impl Stored {
+    /// Makes `manifest` the one in force: files it newly lists join, files it no longer
+    /// lists are marked obsolete (deleted when their last reader drops them).
+    fn install(&mut self, data_dir: &Path, manifest: Manifest) {
+        let listed: std::collections::HashSet<&str> = manifest.file_paths().collect();
+        self.files.retain(|path, file| {
+            let keep = listed.contains(path.as_str());
+            if !keep {
+                file.mark_obsolete();
+            }
+            keep
+        });
+        for t in manifest.tables.values() {
+            for f in &t.files {
+                if !self.files.contains_key(&f.path) {
+                    self.files
+                        .insert(f.path.clone(), Arc::new(DataFile::new(data_dir, f.clone())));
+                }
+            }
+        }
+        self.manifest = manifest;
     }
 }
 

@@ -25,6 +25,7 @@ mod manifest;
 mod payload;
 mod persist;
 mod schema;
+mod snapshot;
 mod time;
 
 pub use batch::TableBatch;
@@ -35,8 +36,9 @@ pub use events::{Event, normalise_severity, parse_events};
 pub use line_protocol::{FieldValue, Line, Precision, parse_lines};
 pub use manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
 pub use payload::{KIND_TABLE_BATCHES, decode as decode_payload, encode as encode_payload};
-pub use persist::{partition_name, table_dir_name};
+pub use persist::{PartitionWriter, partition_name, table_dir_name};
 pub use schema::{
     Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema,
 };
+pub use snapshot::{BufferedPartition, DataFile, TableSnapshot};
 pub use time::{MockTimeProvider, SystemTimeProvider, TimeProvider};

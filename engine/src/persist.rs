@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -142,7 +142,11 @@ fn series_ranks(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<u32>> {
     Ok(row_ids.into_iter().map(|id| rank[id as usize]).collect())
 }
 
-fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterProperties> {
+fn writer_properties(
+    schema: &TableSchema,
+    sort_keys: usize,
+    row_group_rows: usize,
+) -> Result<WriterProperties> {
     let time = ColumnPath::from(TIME_COLUMN);
     let zstd = ZstdLevel::try_new(3).map_err(|e| Error::Parquet {
         file: String::new(),
@@ -186,6 +190,7 @@ fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterPro
     }
     Ok(props
         .set_compression(Compression::ZSTD(zstd))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(time.clone(), false)
         .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
@@ -198,6 +203,7 @@ fn writer_properties(schema: &TableSchema, sort_keys: usize) -> Result<WriterPro
 /// `data_dir` durably (temp file, fsync, rename, fsync dirs). `None` when it has no rows.
 pub(crate) fn write_partition(
     data_dir: &Path,
+    row_group_rows: usize,
     file_id: u64,
     part: &PartitionRows<'_>,
 ) -> Result<Option<FileMeta>> {
@@ -206,61 +212,151 @@ pub(crate) fn write_partition(
         return Ok(None);
     }
     let partition = partition_name(part.day);
-    let rel_dir = Path::new("tables")
-        .join(table_dir_name(part.table))
-        .join(&partition);
-    let dir = data_dir.join(&rel_dir);
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let rel = rel_dir.join(format!("{file_id:016}.parquet"));
-    let path = data_dir.join(&rel);
-    let tmp = tmp_path(&path);
-    let pq = |source| Error::Parquet {
-        file: path.display().to_string(),
-        source,
-    };
-    let sort_keys = if part.table == EVENTS_TABLE {
-        0
-    } else {
-        usize::MAX
-    };
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = ArrowWriter::try_new(
-        file,
-        batch.schema(),
-        Some(writer_properties(part.schema, sort_keys)?),
-    )
-    .map_err(pq)?;
-    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
-        "vigil.table".into(),
-        part.table.to_string(),
-    ));
-    writer.write(&batch).map_err(pq)?;
-    let file = writer.into_inner().map_err(pq)?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    let size_bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
-    drop(file);
-    rename_durable(&tmp, &path)?;
-    // New partition and table directories must survive a crash too.
-    for d in [
-        dir.as_path(),
-        dir.parent().unwrap_or(&dir),
-        &data_dir.join("tables"),
-    ] {
-        sync_dir(d)?;
-    }
-    let (min_time, max_time) = time_range(&batch);
-    Ok(Some(FileMeta {
-        path: rel.to_string_lossy().replace('\\', "/"),
-        partition,
-        rows: batch.num_rows() as u64,
-        size_bytes,
-        min_time,
-        max_time,
-        max_lsn: part.max_lsn,
-    }))
+    let mut writer = PartitionWriter::create(
+        data_dir,
+        row_group_rows,
+        file_id,
+        part.table,
+        &partition,
+        part.schema,
+    )?;
+    writer.write(&batch, part.max_lsn)?;
+    writer.finish()
 }
 
-fn time_range(batch: &RecordBatch) -> (i64, i64) {
+/// Streams sorted rows into a new Parquet file of a partition, durably: the rows go to a
+/// temp file that [`PartitionWriter::finish`] fsyncs and renames into place. The file
+/// belongs to the store only once the manifest lists it.
+pub struct PartitionWriter {
+    data_dir: PathBuf,
+    rel: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    partition: String,
+    writer: ArrowWriter<File>,
+    schema: arrow::datatypes::SchemaRef,
+    rows: u64,
+    min_time: i64,
+    max_time: i64,
+    max_lsn: u64,
+}
+
+impl PartitionWriter {
+    pub(crate) fn create(
+        data_dir: &Path,
+        row_group_rows: usize,
+        file_id: u64,
+        table: &str,
+        partition: &str,
+        schema: &TableSchema,
+    ) -> Result<Self> {
+        let rel_dir = Path::new("tables")
+            .join(table_dir_name(table))
+            .join(partition);
+        let dir = data_dir.join(&rel_dir);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let rel = rel_dir.join(format!("{file_id:016}.parquet"));
+        let path = data_dir.join(&rel);
+        let tmp = tmp_path(&path);
+        let sort_keys = if table == EVENTS_TABLE { 0 } else { usize::MAX };
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let arrow_schema = schema.arrow_schema();
+        let mut writer = ArrowWriter::try_new(
+            file,
+            Arc::clone(&arrow_schema),
+            Some(writer_properties(schema, sort_keys, row_group_rows)?),
+        )
+        .map_err(|source| Error::Parquet {
+            file: path.display().to_string(),
+            source,
+        })?;
+        writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            "vigil.table".into(),
+            table.to_string(),
+        ));
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            rel,
+            path,
+            tmp,
+            partition: partition.to_string(),
+            writer,
+            schema: arrow_schema,
+            rows: 0,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            max_lsn: 0,
+        })
+    }
+
+    /// The table's Arrow schema, which every written batch must have.
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    /// Appends rows (in sort order, after every row written before) whose newest write
+    /// has WAL LSN at most `max_lsn`.
+    pub fn write(&mut self, batch: &RecordBatch, max_lsn: u64) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer.write(batch).map_err(|source| Error::Parquet {
+            file: self.path.display().to_string(),
+            source,
+        })?;
+        let (lo, hi) = time_range(batch);
+        self.min_time = self.min_time.min(lo);
+        self.max_time = self.max_time.max(hi);
+        self.rows += batch.num_rows() as u64;
+        self.max_lsn = self.max_lsn.max(max_lsn);
+        Ok(())
+    }
+
+    /// Closes, fsyncs and renames the file into place; `None` (and no file) when no row
+    /// was written.
+    pub fn finish(self) -> Result<Option<FileMeta>> {
+        let pq = |source| Error::Parquet {
+            file: self.path.display().to_string(),
+            source,
+        };
+        let file = self.writer.into_inner().map_err(pq)?;
+        if self.rows == 0 {
+            drop(file);
+            let _ = fs::remove_file(&self.tmp);
+            return Ok(None);
+        }
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        let size_bytes = file.metadata().map_err(|e| Error::io(&self.tmp, e))?.len();
+        drop(file);
+        rename_durable(&self.tmp, &self.path)?;
+        // New partition and table directories must survive a crash too.
+        let dir = self.path.parent().unwrap_or(&self.data_dir);
+        for d in [
+            dir,
+            dir.parent().unwrap_or(dir),
+            &self.data_dir.join("tables"),
+        ] {
+            sync_dir(d)?;
+        }
+        Ok(Some(FileMeta {
+            path: self.rel.to_string_lossy().replace('\\', "/"),
+            partition: self.partition,
+            rows: self.rows,
+            size_bytes,
+            min_time: self.min_time,
+            max_time: self.max_time,
+            max_lsn: self.max_lsn,
+        }))
+    }
+
+    /// Deletes the unfinished file.
+    pub fn abandon(self) {
+        drop(self.writer);
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
     let Some(time) = batch
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())

@@ -1,1 +1,24 @@
-//! placeholder
+//! `vigil-query`: SQL over the store with DataFusion.
+//!
+//! Every table of the engine — each metric measurement and `events` — is a DataFusion
+//! table whose scan unions a snapshot of the in-memory buffer with the table's Parquet
+//! files. Time filters prune whole files and buffered days before anything is read, and
+//! row groups and pages inside the files. The metrics rule "(series, time) is unique,
+//! the later write wins" holds in every answer: sources whose time ranges overlap are
+//! merged by key and age and only the newest write of each key is kept.
+//!
+//! User SQL is read-only, runs under a memory limit and a timeout, and its result is
+//! capped in rows. The storage lifecycle (compaction, retention) lives here too, since
+//! compaction reads through the same deduplicating scan.
+
+mod dedup;
+mod error;
+mod lifecycle;
+mod prune;
+mod scan;
+mod session;
+mod table;
+
+pub use error::QueryError;
+pub use lifecycle::{Lifecycle, LifecycleConfig, LifecycleStats, Retention};
+pub use session::{QueryConfig, QueryEngine, QueryStream};

@@ -1,0 +1,8 @@
+-- TSBS devops single-groupby-1-1-1: max of 1 metric per minute, 1 host, 1 hour
+SELECT date_bin(INTERVAL '1 minute', time) AS minute,
+       max(usage_user) AS max_usage_user
+FROM cpu
+WHERE hostname IN ('host_3')
+  AND time >= '2016-01-01T07:47:10Z' AND time < '2016-01-01T08:47:10Z'
+GROUP BY minute
+ORDER BY minute;

@@ -1,0 +1,269 @@
+//! The query engine: one DataFusion session over the store, read-only SQL, and the
+//! limits every query runs under.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::{Stream, StreamExt};
+use vigil_engine::Engine;
+
+use crate::error::QueryError;
+use crate::table::VigilSchema;
+
+/// Limits and settings of the query engine.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Memory all running queries may hold together; beyond it a query spills (sorts)
+    /// or fails with "resources exhausted". Default 512 MiB.
+    pub memory_limit: usize,
+    /// A query running longer is cancelled. Default 60 s.
+    pub timeout: Duration,
+    /// A result with more rows fails; default 1,000,000.
+    pub max_rows: usize,
+    /// Threads a query may use; default the number of cores.
+    pub target_partitions: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: 512 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+            max_rows: 1_000_000,
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    started: AtomicU64,
+    failed: AtomicU64,
+    running: AtomicUsize,
+}
+
+/// Runs SQL over an [`Engine`].
+pub struct QueryEngine {
+    ctx: SessionContext,
+    config: QueryConfig,
+    counters: Arc<Counters>,
+}
+
+impl QueryEngine {
+    pub fn new(engine: Arc<Engine>, config: QueryConfig) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit, 1.0)
+            .build_arc()?;
+        let mut session = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(config.target_partitions.max(1));
+        // Hash a single column of dictionary tags well; keep default elsewhere.
+        session.options_mut().execution.parquet.pushdown_filters = false;
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let catalog = ctx
+            .catalog("datafusion")
+            .ok_or_else(|| QueryError::Internal("no default catalog".into()))?;
+        catalog.register_schema("public", Arc::new(VigilSchema { engine }))?;
+        Ok(Self {
+            ctx,
+            config,
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// The DataFusion session (for tests and tools; user SQL goes through
+    /// [`QueryEngine::execute`]).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Queries started, failed, and running now.
+    pub fn stats(&self) -> (u64, u64, usize) {
+        (
+            self.counters.started.load(Ordering::Relaxed),
+            self.counters.failed.load(Ordering::Relaxed),
+            self.counters.running.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Plans and starts `sql`. The stream stops with an error at the timeout or past the
+    /// row cap; dropping it cancels the query.
+    pub async fn execute(&self, sql: &str) -> Result<QueryStream, QueryError> {
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        let result = self.start(sql).await;
+        if result.is_err() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn start(&self, sql: &str) -> Result<QueryStream, QueryError> {
+        let started = Instant::now();
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let timeout = self.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let plan = async {
+            let df = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
+                let e = QueryError::from(e);
+                match e {
+                    QueryError::Sql(m) if m.contains("not supported") && is_write(sql) => {
+                        QueryError::ReadOnly(m)
+                    }
+                    other => other,
+                }
+            })?;
+            // One row past the cap tells that the cap was exceeded. (EXPLAIN and
+            // DESCRIBE must stay the root of their plan.)
+            let df = match df.logical_plan() {
+                LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::DescribeTable(_) => df,
+                _ if self.config.max_rows >= i64::MAX as usize => df,
+                _ => df.limit(0, Some(self.config.max_rows + 1))?,
+            };
+            Ok::<_, QueryError>(df.execute_stream().await?)
+        };
+        let inner = tokio::time::timeout_at(deadline, plan)
+            .await
+            .map_err(|_| QueryError::Timeout(timeout))??;
+        self.counters.running.fetch_add(1, Ordering::Relaxed);
+        Ok(QueryStream {
+            schema: inner.schema(),
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout,
+            rows: 0,
+            max_rows: self.config.max_rows,
+            done: false,
+            started,
+            counters: Arc::clone(&self.counters),
+        })
+    }
+
+    /// Runs `sql` to the end and returns every batch.
+    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut stream = self.execute(sql).await?;
+        let mut out = Vec::new();
+        while let Some(b) = stream.next().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+}
+
+fn is_write(sql: &str) -> bool {
+    let first = sql
+        .trim_start()
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "INSERT"
+            | "UPDATE"
+            | "DELETE"
+            | "CREATE"
+            | "DROP"
+            | "ALTER"
+            | "SET"
+            | "TRUNCATE"
+            | "COPY"
+            | "BEGIN"
+            | "COMMIT"
+            | "ROLLBACK"
+            | "PREPARE"
+            | "EXECUTE"
+            | "DEALLOCATE"
+            | "RESET"
+    )
+}
+
+/// The result of a query as a stream of batches, under the query's timeout and row cap.
+pub struct QueryStream {
+    inner: SendableRecordBatchStream,
+    schema: SchemaRef,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    rows: usize,
+    max_rows: usize,
+    done: bool,
+    started: Instant,
+    counters: Arc<Counters>,
+}
+
+impl QueryStream {
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Rows returned so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Time since the query was submitted.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn fail(&mut self, e: QueryError) -> Poll<Option<Result<RecordBatch, QueryError>>> {
+        self.done = true;
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for QueryStream {
+    type Item = Result<RecordBatch, QueryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let t = self.timeout;
+            return self.fail(QueryError::Timeout(t));
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => self.fail(QueryError::from(e)),
+            Poll::Ready(Some(Ok(batch))) => {
+                self.rows += batch.num_rows();
+                if self.rows > self.max_rows {
+                    let n = self.max_rows;
+                    return self.fail(QueryError::TooManyRows(n));
+                }
+                Poll::Ready(Some(Ok(batch)))
+            }
+        }
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        self.counters.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,499 @@
+//! Every table of the store as a DataFusion `TableProvider`: a snapshot of the buffered
+//! rows unioned with the table's Parquet files, pruned by time, deduplicated where files
+//! may hold several writes of one (series, time).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::SortOptions;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use vigil_engine::{ColumnKind, DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
+
+use crate::dedup::{DedupExec, SRC_COLUMN};
+use crate::prune::prune_sources;
+use crate::scan::{ScanInfo, VigilScanExec};
+
+/// The tables of the store, listed live from the engine.
+pub(crate) struct VigilSchema {
+    pub(crate) engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl SchemaProvider for VigilSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.engine.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.engine.table_schema(name).map(|schema| {
+            Arc::new(VigilTable {
+                engine: Arc::clone(&self.engine),
+                name: name.to_string(),
+                schema: schema.arrow_schema(),
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.engine.table_schema(name).is_some()
+    }
+}
+
+impl std::fmt::Debug for VigilSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VigilSchema")
+    }
+}
+
+impl std::fmt::Debug for VigilTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VigilTable({})", self.name)
+    }
+}
+
+/// One table of the store.
+pub(crate) struct VigilTable {
+    engine: Arc<Engine>,
+    name: String,
+    /// The schema when the query was planned; columns added later are not seen.
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for VigilTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters prune files, row groups and pages; the rows that pass are filtered again.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self
+            .engine
+            .snapshot(&self.name)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?;
+        plan_scan(
+            state,
+            &snapshot,
+            Arc::clone(&self.schema),
+            projection,
+            filters,
+            limit,
+        )
+    }
+}
+
+/// One input of a scan: a Parquet file or the buffered rows of a day.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) data: SourceData,
+    pub(crate) partition: String,
+    pub(crate) min_time: i64,
+    pub(crate) max_time: i64,
+    pub(crate) rows: u64,
+    /// Age of the newest write in the source; higher wins.
+    pub(crate) rank: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum SourceData {
+    File(Arc<DataFile>),
+    Buffer(RecordBatch),
+}
+
+impl Source {
+    pub(crate) fn all(snapshot: &TableSnapshot) -> Vec<Self> {
+        let files = snapshot.files.iter().map(|f| {
+            let m = f.meta();
+            Source {
+                data: SourceData::File(Arc::clone(f)),
+                partition: m.partition.clone(),
+                min_time: m.min_time,
+                max_time: m.max_time,
+                rows: m.rows,
+                rank: m.max_lsn,
+            }
+        });
+        let buffered = snapshot.buffered.iter().map(|b| Source {
+            data: SourceData::Buffer(b.batch.clone()),
+            partition: vigil_engine::partition_name(b.day),
+            min_time: b.min_time,
+            max_time: b.max_time,
+            rows: b.batch.num_rows() as u64,
+            // Buffered rows are newer than every file.
+            rank: u64::MAX,
+        });
+        files.chain(buffered).collect()
+    }
+}
+
+/// Builds the physical plan of a scan of `snapshot`; see the module docs.
+pub(crate) fn plan_scan(
+    state: &dyn Session,
+    snapshot: &TableSnapshot,
+    schema: SchemaRef,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+    let physical = |exprs: Vec<Expr>| -> Result<Option<Arc<dyn PhysicalExpr>>> {
+        conjunction(exprs)
+            .map(|e| state.create_physical_expr(e, &df_schema))
+            .transpose()
+    };
+    let predicate = physical(filters.to_vec())?;
+    let metrics = snapshot.name != EVENTS_TABLE;
+    let keys = if metrics {
+        sort_keys(snapshot, &schema)
+    } else {
+        Vec::new()
+    };
+    // Only filters on key columns may prune sources that are deduplicated: a filter on a
+    // field could otherwise drop a newer write and let an older one through.
+    let key_names: Vec<&str> = keys
+        .iter()
+        .map(|&i| schema.field(i).name().as_str())
+        .collect();
+    let key_predicate = physical(
+        filters
+            .iter()
+            .flat_map(split_conjunction)
+            .filter(|e| {
+                e.column_refs()
+                    .iter()
+                    .all(|c| key_names.contains(&c.name.as_str()))
+            })
+            .cloned()
+            .collect(),
+    )?;
+
+    let all = Source::all(snapshot);
+    let total_files = all
+        .iter()
+        .filter(|s| matches!(s.data, SourceData::File(_)))
+        .count();
+    let total_buffered = all.len() - total_files;
+    let sources = match &predicate {
+        Some(p) => prune_sources(p, &schema, all)?,
+        None => all,
+    };
+    let groups = if metrics {
+        overlap_groups(sources)
+    } else {
+        sources.into_iter().map(|s| vec![s]).collect()
+    };
+
+    let mut plain_files = Vec::new();
+    let mut plain_batches = Vec::new();
+    let mut dedup = Vec::new();
+    for group in groups {
+        if group.len() == 1 {
+            match group.into_iter().next().map(|s| s.data) {
+                Some(SourceData::File(f)) => plain_files.push(f),
+                Some(SourceData::Buffer(b)) => plain_batches.push(b),
+                None => {}
+            }
+        } else {
+            dedup.push(group);
+        }
+    }
+    let info = ScanInfo {
+        table: snapshot.name.clone(),
+        files: plain_files.len()
+            + dedup
+                .iter()
+                .flatten()
+                .filter(|s| matches!(s.data, SourceData::File(_)))
+                .count(),
+        total_files,
+        buffered: plain_batches.len()
+            + dedup
+                .iter()
+                .flatten()
+                .filter(|s| matches!(s.data, SourceData::Buffer(_)))
+                .count(),
+        total_buffered,
+        dedup_groups: dedup.len(),
+    };
+    let mut leases: Vec<Arc<DataFile>> = plain_files.clone();
+    for s in dedup.iter().flatten() {
+        if let SourceData::File(f) = &s.data {
+            leases.push(Arc::clone(f));
+        }
+    }
+
+    let projection: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..schema.fields().len()).collect(),
+    };
+    let projected = Arc::new(schema.project(&projection)?);
+    let target = state.config().target_partitions().max(1);
+    let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    if !plain_files.is_empty() {
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(plain_files.len())];
+        let n = groups.len();
+        for (i, f) in plain_files.iter().enumerate() {
+            groups[i % n].push(partitioned_file(f));
+        }
+        inputs.push(parquet_exec(
+            &schema,
+            groups,
+            predicate.as_ref(),
+            &projection,
+            limit,
+            None,
+        )?);
+    }
+    if !plain_batches.is_empty() {
+        let mut mem = MemorySourceConfig::try_new(
+            &[plain_batches],
+            Arc::clone(&schema),
+            Some(projection.clone()),
+        )?;
+        if let Some(limit) = limit {
+            mem = mem.with_limit(Some(limit));
+        }
+        inputs.push(DataSourceExec::from_data_source(mem));
+    }
+    for group in dedup {
+        inputs.push(merge_plan(
+            &schema,
+            &keys,
+            group,
+            key_predicate.as_ref(),
+            &projection,
+            true,
+        )?);
+    }
+    let plan: Arc<dyn ExecutionPlan> = if inputs.is_empty() {
+        Arc::new(EmptyExec::new(projected))
+    } else {
+        UnionExec::try_new(inputs)?
+    };
+    Ok(Arc::new(VigilScanExec::new(plan, leases, info)))
+}
+
+/// Indices of the columns the table's files are sorted by: for metrics the tags, then
+/// time (the series key and time); for events only time.
+pub(crate) fn sort_keys(snapshot: &TableSnapshot, schema: &SchemaRef) -> Vec<usize> {
+    let tags = snapshot
+        .schema
+        .columns()
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Tag && snapshot.name != EVENTS_TABLE);
+    tags.map(|c| c.name.as_str())
+        .chain([TIME_COLUMN])
+        .filter_map(|n| schema.index_of(n).ok())
+        .collect()
+}
+
+/// Sources grouped so that sources of one group may hold the same (series, time): same
+/// partition and overlapping time ranges. A group of one needs no deduplication.
+fn overlap_groups(sources: Vec<Source>) -> Vec<Vec<Source>> {
+    let mut by_partition: BTreeMap<String, Vec<Source>> = BTreeMap::new();
+    for s in sources {
+        by_partition.entry(s.partition.clone()).or_default().push(s);
+    }
+    let mut groups = Vec::new();
+    for (_, mut list) in by_partition {
+        list.sort_by_key(|s| (s.min_time, s.max_time));
+        let mut current: Vec<Source> = Vec::new();
+        let mut end = i64::MIN;
+        for s in list {
+            if !current.is_empty() && s.min_time > end {
+                groups.push(std::mem::take(&mut current));
+            }
+            end = end.max(s.max_time);
+            current.push(s);
+        }
+        if !current.is_empty() {
+            groups.push(current);
+        }
+    }
+    groups
+}
+
+fn partitioned_file(f: &DataFile) -> PartitionedFile {
+    PartitionedFile::new(f.path().to_string_lossy().to_string(), f.meta().size_bytes)
+}
+
+fn parquet_exec(
+    schema: &SchemaRef,
+    groups: Vec<Vec<PartitionedFile>>,
+    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    projection: &[usize],
+    limit: Option<usize>,
+    ordering: Option<LexOrdering>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut source = ParquetSource::new(Arc::clone(schema)).with_enable_page_index(true);
+    if let Some(p) = predicate {
+        source = source.with_predicate(Arc::clone(p));
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(Some(projection.to_vec()))?
+        .with_limit(limit)
+        .with_output_ordering(ordering.into_iter().collect())
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// The sort order of the store's files and buffers: keys ascending, nulls first (the
+/// order of Arrow's row format, which the engine sorts by).
+fn key_ordering(schema: &SchemaRef, keys: &[usize]) -> Result<LexOrdering> {
+    let exprs = keys.iter().map(|&i| {
+        PhysicalSortExpr::new(
+            Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>,
+            SortOptions {
+                descending: false,
+                nulls_first: true,
+            },
+        )
+    });
+    LexOrdering::new(exprs)
+        .ok_or_else(|| DataFusionError::Internal("table has no key columns".into()))
+}
+
+/// Merge of sources by key and age into one sorted stream, keeping (with `dedup`) only
+/// the newest write of each key, then projected to `projection`.
+pub(crate) fn merge_plan(
+    schema: &SchemaRef,
+    keys: &[usize],
+    mut group: Vec<Source>,
+    key_predicate: Option<&Arc<dyn PhysicalExpr>>,
+    projection: &[usize],
+    dedup: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    group.sort_by_key(|s| s.rank);
+    // Read the requested columns plus the keys, in table order.
+    let mut read: Vec<usize> = projection.iter().chain(keys).copied().collect();
+    read.sort_unstable();
+    read.dedup();
+    let read_schema = Arc::new(schema.project(&read)?);
+    let read_keys: Vec<usize> = keys
+        .iter()
+        .filter_map(|k| read.iter().position(|r| r == k))
+        .collect();
+    let ordering = key_ordering(schema, keys)?;
+    let mut children: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(group.len());
+    for (age, s) in group.iter().enumerate() {
+        let scan: Arc<dyn ExecutionPlan> = match &s.data {
+            SourceData::File(f) => parquet_exec(
+                schema,
+                vec![vec![partitioned_file(f)]],
+                key_predicate,
+                &read,
+                None,
+                Some(ordering.clone()),
+            )?,
+            SourceData::Buffer(b) => {
+                let mem = MemorySourceConfig::try_new(
+                    &[vec![b.clone()]],
+                    Arc::clone(schema),
+                    Some(read.clone()),
+                )?
+                .try_with_sort_information(vec![ordering.clone()])?;
+                DataSourceExec::from_data_source(mem)
+            }
+        };
+        // Every column, plus the source's age as `__src`.
+        let mut exprs = column_exprs(&read_schema);
+        exprs.push((
+            Arc::new(Literal::new(ScalarValue::UInt64(Some(age as u64)))),
+            SRC_COLUMN.to_string(),
+        ));
+        children.push(Arc::new(ProjectionExec::try_new(exprs, scan)?));
+    }
+    let src_index = read.len();
+    let mut merge_order: Vec<PhysicalSortExpr> = read_keys
+        .iter()
+        .map(|&i| {
+            PhysicalSortExpr::new(
+                Arc::new(Column::new(read_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>,
+                SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                },
+            )
+        })
+        .collect();
+    merge_order.push(PhysicalSortExpr::new(
+        Arc::new(Column::new(SRC_COLUMN, src_index)),
+        SortOptions::default(),
+    ));
+    let merge_order = LexOrdering::new(merge_order)
+        .ok_or_else(|| DataFusionError::Internal("empty merge order".into()))?;
+    let union = UnionExec::try_new(children)?;
+    let merged = Arc::new(SortPreservingMergeExec::new(merge_order.clone(), union));
+    let deduped: Arc<dyn ExecutionPlan> = if dedup {
+        Arc::new(DedupExec::try_new(merged, read_keys, merge_order)?)
+    } else {
+        // Drop `__src`.
+        Arc::new(ProjectionExec::try_new(column_exprs(&read_schema), merged)?)
+    };
+    // Back to the requested columns, in the requested order.
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = projection
+        .iter()
+        .map(|p| {
+            let i = read.iter().position(|r| r == p).unwrap_or(0);
+            let name = read_schema.field(i).name().clone();
+            (
+                Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                name,
+            )
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, deduped)?))
+}
+
+/// Every column of `schema`, as projection expressions.
+fn column_exprs(schema: &arrow::datatypes::Schema) -> Vec<(Arc<dyn PhysicalExpr>, String)> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                f.name().clone(),
+            )
+        })
+        .collect()
+}

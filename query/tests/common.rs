@@ -1,0 +1,54 @@
+//! A store with its query engine and lifecycle in a temporary directory.
+
+use std::sync::Arc;
+
+use vigil_engine::{Engine, EngineConfig, Precision, SystemTimeProvider};
+use vigil_query::{Lifecycle, LifecycleConfig, QueryConfig, QueryEngine};
+use vigil_wal::{Durability, WalConfig};
+
+pub(crate) struct Store {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) query: QueryEngine,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl Store {
+    pub(crate) fn new(query: QueryConfig, lifecycle: LifecycleConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            data_dir: dir.path().to_path_buf(),
+            wal: WalConfig {
+                durability: Durability::None,
+                ..WalConfig::default()
+            },
+            background_flush: false,
+            // Small row groups, so that files have several and pruning shows.
+            row_group_rows: 4,
+            ..EngineConfig::default()
+        };
+        let engine = Arc::new(Engine::open(config, Arc::new(SystemTimeProvider)).unwrap());
+        Self {
+            query: QueryEngine::new(Arc::clone(&engine), query).unwrap(),
+            lifecycle: Lifecycle::new(Arc::clone(&engine), lifecycle).unwrap(),
+            engine,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn default() -> Self {
+        Self::new(QueryConfig::default(), LifecycleConfig::default())
+    }
+
+    pub(crate) async fn write_lines(&self, body: &str) -> Result<usize, vigil_engine::Error> {
+        let w = self
+            .engine
+            .prepare_line_protocol(body.as_bytes(), Precision::Nanoseconds)?;
+        Ok(self.engine.commit(w).await?.rows)
+    }
+
+    pub(crate) async fn write_events(&self, body: &str) -> Result<usize, vigil_engine::Error> {
+        let w = self.engine.prepare_events(body.as_bytes())?;
+        Ok(self.engine.commit(w).await?.rows)
+    }
+}

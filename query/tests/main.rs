@@ -1,0 +1,6 @@
+//! Integration tests of `vigil-query`: the SQL suite in `tests/slt/*.slt`, and tests of
+//! the engine's behaviour under queries (limits, file lifetime, compaction).
+
+mod common;
+mod limits;
+mod slt;

@@ -178,7 +178,7 @@ impl Lifecycle {
                 if !due || stop.load(Ordering::SeqCst) {
                     continue;
                 }
-                if self.compact(&snapshot, &partition, &files).await? {
+                if self.compact(&snapshot, &partition, &files, stop).await? {
                     compacted += 1;
                 }
             }
@@ -236,12 +236,14 @@ impl Lifecycle {
         Ok(dropped)
     }
 
-    /// Merges `files` (indices into `snapshot.files`, all of `partition`) into one.
+    /// Merges `files` (indices into `snapshot.files`, all of `partition`) into one. Gives
+    /// up (deleting its unfinished file) when `stop` is set.
     async fn compact(
         &self,
         snapshot: &TableSnapshot,
         partition: &str,
         files: &[usize],
+        stop: &AtomicBool,
     ) -> Result<bool, QueryError> {
         let started = Instant::now();
         let internal = |e: vigil_engine::Error| QueryError::Internal(e.to_string());
@@ -267,6 +269,7 @@ impl Lifecycle {
         let keys = sort_keys(snapshot, &schema);
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let plan = merge_plan(
+            &self.ctx.state(),
             &schema,
             &keys,
             inputs,
@@ -280,6 +283,10 @@ impl Lifecycle {
             .map_err(internal)?;
         let mut stream = execute_stream(plan, self.ctx.task_ctx())?;
         while let Some(batch) = stream.next().await {
+            if stop.load(Ordering::SeqCst) {
+                writer.abandon();
+                return Ok(false);
+            }
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {

@@ -15,6 +15,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
@@ -273,6 +274,7 @@ pub(crate) fn plan_scan(
             groups[i % n].push(partitioned_file(f));
         }
         inputs.push(parquet_exec(
+            state,
             &schema,
             groups,
             predicate.as_ref(),
@@ -294,6 +296,7 @@ pub(crate) fn plan_scan(
     }
     for group in dedup {
         inputs.push(merge_plan(
+            state,
             &schema,
             &keys,
             group,
@@ -355,6 +358,7 @@ fn partitioned_file(f: &DataFile) -> PartitionedFile {
 }
 
 fn parquet_exec(
+    state: &dyn Session,
     schema: &SchemaRef,
     groups: Vec<Vec<PartitionedFile>>,
     predicate: Option<&Arc<dyn PhysicalExpr>>,
@@ -362,11 +366,21 @@ fn parquet_exec(
     limit: Option<usize>,
     ordering: Option<LexOrdering>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut source = ParquetSource::new(Arc::clone(schema)).with_enable_page_index(true);
+    // Footers and page indexes are cached across queries (DataFusion's file metadata
+    // cache), as ListingTable does.
+    let url = ObjectStoreUrl::local_filesystem();
+    let store = state.runtime_env().object_store(&url)?;
+    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut source = ParquetSource::new(Arc::clone(schema))
+        .with_table_parquet_options(state.table_options().parquet.clone())
+        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+            store, cache,
+        )))
+        .with_enable_page_index(true);
     if let Some(p) = predicate {
         source = source.with_predicate(Arc::clone(p));
     }
-    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+    let config = FileScanConfigBuilder::new(url, Arc::new(source))
         .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(Some(projection.to_vec()))?
         .with_limit(limit)
@@ -394,6 +408,7 @@ fn key_ordering(schema: &SchemaRef, keys: &[usize]) -> Result<LexOrdering> {
 /// Merge of sources by key and age into one sorted stream, keeping (with `dedup`) only
 /// the newest write of each key, then projected to `projection`.
 pub(crate) fn merge_plan(
+    state: &dyn Session,
     schema: &SchemaRef,
     keys: &[usize],
     mut group: Vec<Source>,
@@ -416,6 +431,7 @@ pub(crate) fn merge_plan(
     for (age, s) in group.iter().enumerate() {
         let scan: Arc<dyn ExecutionPlan> = match &s.data {
             SourceData::File(f) => parquet_exec(
+                state,
                 schema,
                 vec![vec![partitioned_file(f)]],
                 key_predicate,

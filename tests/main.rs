@@ -1,4 +1,5 @@
 //! End-to-end tests of the `vigil` binary.
 
+mod cli;
 mod crash;
 mod server;

@@ -2,5 +2,6 @@
 //! the engine's behaviour under queries (limits, file lifetime, compaction).
 
 mod common;
+mod lifecycle;
 mod limits;
 mod slt;

@@ -1,0 +1,76 @@
+//! `vigil query` against a running server.
+
+use std::process::Command;
+
+use crate::server::{Server, free_port};
+
+fn vigil_query(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("query")
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_query_prints_a_table_csv_json_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/write?precision=s", server.url))
+        .body("cpu,host=web-1 usage=12.5 1763800000\ncpu,host=web-2 usage=80.25 1763800000\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let url = server.url.clone();
+    let sql = "SELECT host, usage FROM cpu ORDER BY host";
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || vigil_query(&url, &[sql])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "+-------+-------+\n\
+         | host  | usage |\n\
+         +-------+-------+\n\
+         | web-1 | 12.5  |\n\
+         | web-2 | 80.25 |\n\
+         +-------+-------+\n"
+    );
+    assert!(err.starts_with("(2 rows, "), "{err}");
+    let (ok, out, _) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || vigil_query(&url, &["--format", "csv", sql])
+    })
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(out, "host,usage\nweb-1,12.5\nweb-2,80.25\n");
+    let (ok, out, _) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || vigil_query(&url, &["--format", "json", sql])
+    })
+    .await
+    .unwrap();
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[1]["usage"], 80.25);
+    let (ok, _, err) =
+        tokio::task::spawn_blocking(move || vigil_query(&url, &["SELECT * FROM nope"]))
+            .await
+            .unwrap();
+    assert!(!ok);
+    assert!(err.contains("nope") && err.contains("HTTP 400"), "{err}");
+    server.terminate();
+}

@@ -4,11 +4,13 @@
     python3 benches/duckdb_tsbs.py FILE.parquet queries/tsbs RUNS
 
 Prints one JSON object per query: {"query", "rows", "median_ms", "p95_ms"}. The table `cpu`
-is a view over the file; Vigil's `date_bin(` becomes DuckDB's `time_bucket(`. Each query
+is a view over the file; Vigil's `date_bin(i, time)` becomes DuckDB's
+`time_bucket(i, time::TIMESTAMPTZ)`. Each query
 runs once to warm up, then RUNS times.
 """
 
 import json
+import re
 import pathlib
 import statistics
 import sys
@@ -24,7 +26,10 @@ def main():
     con.execute(f"CREATE VIEW cpu AS SELECT * FROM read_parquet('{parquet}')")
     for path in sorted(queries.glob("*.sql")):
         sql = "\n".join(l for l in path.read_text().splitlines() if not l.startswith("--"))
-        sql = sql.strip().rstrip(";").replace("date_bin(", "time_bucket(")
+        # Vigil stores nanoseconds; DuckDB's time_bucket takes microsecond timestamps,
+        # so the bucketed value (only) is cast.
+        sql = re.sub(r"date_bin\((INTERVAL '[^']*'), time\)", r"time_bucket(\1, time::TIMESTAMPTZ)",
+                     sql.strip().rstrip(";"))
         rows = len(con.execute(sql).fetchall())
         times = []
         for _ in range(runs):

@@ -81,7 +81,15 @@ fn main() -> anyhow::Result<()> {
     }
     let parquet = args.data_dir.join(&files[0].path);
 
-    let query = QueryEngine::new(Arc::clone(&engine), QueryConfig::default())?;
+    // Default memory limit; no row cap or timeout in the way of the big answers.
+    let query = QueryEngine::new(
+        Arc::clone(&engine),
+        QueryConfig {
+            max_rows: 1_000_000_000,
+            timeout: Duration::from_secs(3600),
+            ..QueryConfig::default()
+        },
+    )?;
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.queries)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))

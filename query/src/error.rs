@@ -40,11 +40,6 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::Execution(_)
             | DataFusionError::NotImplemented(_)
             | DataFusionError::ArrowError(..) => Self::Sql(root.to_string()),
-            DataFusionError::External(inner) => match inner.downcast_ref::<QueryError>() {
-                Some(QueryError::Timeout(d)) => Self::Timeout(*d),
-                Some(QueryError::TooManyRows(n)) => Self::TooManyRows(*n),
-                _ => Self::Internal(root.to_string()),
-            },
             _ => Self::Internal(root.to_string()),
         }
     }

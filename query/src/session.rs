@@ -65,11 +65,9 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
             .build_arc()?;
-        let mut session = SessionConfig::new()
+        let session = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(config.target_partitions.max(1));
-        // Hash a single column of dictionary tags well; keep default elsewhere.
-        session.options_mut().execution.parquet.pushdown_filters = false;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         let catalog = ctx
             .catalog("datafusion")

@@ -43,6 +43,8 @@ struct Args {
 
 struct Timing {
     rows: usize,
+    /// The warm-up run (caches cold).
+    first: Duration,
     median: Duration,
     p95: Duration,
 }
@@ -115,8 +117,9 @@ fn main() -> anyhow::Result<()> {
             .block_on(time_query(&query, &sql, args.runs))
             .with_context(|| format!("query {name}"))?;
         eprintln!(
-            "vigil  {name:<24} rows {:>7}  median {:>9.2} ms  p95 {:>9.2} ms",
+            "vigil  {name:<24} rows {:>7}  first {:>9.2} ms  median {:>9.2} ms  p95 {:>9.2} ms",
             t.rows,
+            ms(t.first),
             ms(t.median),
             ms(t.p95)
         );
@@ -152,9 +155,9 @@ fn main() -> anyhow::Result<()> {
         files[0].size_bytes, args.runs
     );
     println!(
-        "| query | rows | Vigil median | Vigil p95 | DuckDB median | DuckDB p95 | median ≤ DuckDB |"
+        "| query | rows | Vigil first run | Vigil median | Vigil p95 | DuckDB median | DuckDB p95 | median ≤ DuckDB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for (name, t) in &vigil {
         let d = duck.get(name);
         let dm = d.and_then(|v| v["median_ms"].as_f64());
@@ -169,8 +172,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "| {name} | {} | {:.1} ms | {:.1} ms | {} | {} | {} |",
+            "| {name} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |",
             t.rows,
+            ms(t.first),
             ms(t.median),
             ms(t.p95),
             dm.map_or("–".into(), |v| format!("{v:.1} ms")),
@@ -185,6 +189,7 @@ fn main() -> anyhow::Result<()> {
 async fn time_query(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Result<Timing> {
     let mut times = Vec::with_capacity(runs);
     let mut rows = 0;
+    let mut first = Duration::ZERO;
     for i in 0..=runs {
         let t = Instant::now();
         let mut stream = query.execute(sql).await?;
@@ -194,6 +199,8 @@ async fn time_query(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Resu
         }
         if i > 0 {
             times.push(t.elapsed());
+        } else {
+            first = t.elapsed();
         }
         rows = n;
     }
@@ -201,6 +208,7 @@ async fn time_query(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Resu
     let p95 = times[((times.len() - 1) as f64 * 0.95).round() as usize];
     Ok(Timing {
         rows,
+        first,
         median: times[times.len() / 2],
         p95,
     })

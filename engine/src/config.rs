@@ -23,6 +23,9 @@ pub struct EngineConfig {
     pub background_flush: bool,
     /// Rows per Parquet row group, the unit that statistics prune; default 1,048,576.
     pub row_group_rows: usize,
+    /// Most series per table the last-value cache keeps (beyond it the table's newest
+    /// rows are read from its files at every use); 0 turns the cache off. Default 250,000.
+    pub last_value_max_series: usize,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +38,7 @@ impl Default for EngineConfig {
             max_buffer_bytes: 256 * 1024 * 1024,
             background_flush: true,
             row_group_rows: 1024 * 1024,
+            last_value_max_series: 250_000,
         }
     }
 }

@@ -20,9 +20,10 @@ use crate::buffer::{Buffer, Chunk};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::events::{events_batch, parse_events};
+use crate::last_values::{CacheView, LastValues, newest_per_series, read_newest};
 use crate::line_protocol::Precision;
 use crate::manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
-use crate::payload::{self, KIND_TABLE_BATCHES};
+use crate::payload::{self, KIND_SHIPPED_BATCHES, KIND_TABLE_BATCHES, Origin};
 use crate::persist::{PartitionRows, write_partition};
 use crate::persist::{PartitionWriter, merge_rows};
 use crate::schema::{Catalog, EVENTS_TABLE, TableSchema, events_schema};
@@ -51,6 +52,21 @@ pub struct WriteSummary {
     pub rows: usize,
     /// LSN of the WAL record, 0 for an empty write.
     pub lsn: u64,
+}
+
+/// What became of a shipped batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Stored now.
+    Stored(WriteSummary),
+    /// Its sequence was stored before (a resend after a lost acknowledgement); nothing
+    /// was stored again. `stored_seq` is the highest sequence stored for its channel.
+    Duplicate { stored_seq: u64 },
+}
+
+enum Submitted {
+    Appended(vigil_wal::AppendTicket),
+    Duplicate { stored_seq: u64, lsn: u64 },
 }
 
 /// Counters since start.
@@ -89,6 +105,9 @@ struct State {
     flushing: Vec<Arc<Buffer>>,
     flushing_bytes: usize,
     shutting_down: bool,
+    /// Highest sequence stored per (agent, channel), with the LSN of the record that
+    /// stored it (0 when it came from the manifest).
+    shipped: HashMap<(String, u32), (u64, u64)>,
 }
 
 enum FlusherMsg {
@@ -149,20 +168,30 @@ impl Engine {
         let mut stored = Stored {
             manifest: Manifest::default(),
             files: HashMap::new(),
+            last_values: LastValues::default(),
         };
         stored.install(&dir, manifest.clone());
         let mut buffer = Buffer::default();
+        let mut shipped: HashMap<(String, u32), (u64, u64)> = manifest
+            .shipped
+            .iter()
+            .flat_map(|(agent, channels)| {
+                channels
+                    .iter()
+                    .map(move |(&channel, &seq)| ((agent.clone(), channel), (seq, 0)))
+            })
+            .collect();
         let (wal, report) = Wal::open(
             storage,
             config.wal.clone(),
             manifest.checkpoint_lsn,
             |lsn, kind, bytes| {
-                replay_record(&mut catalog, &mut buffer, lsn, kind, bytes).map_err(|e| {
-                    vigil_wal::Error::Replay {
+                replay_record(&mut catalog, &mut buffer, &mut shipped, lsn, kind, bytes).map_err(
+                    |e| vigil_wal::Error::Replay {
                         lsn,
                         reason: e.to_string(),
-                    }
-                })
+                    },
+                )
             },
         )?;
         tracing::info!(
@@ -184,6 +213,7 @@ impl Engine {
                 flushing: Vec::new(),
                 flushing_bytes: 0,
                 shutting_down: false,
+                shipped,
             }),
             flush_lock: Mutex::new(()),
             stored: Mutex::new(stored),
@@ -203,6 +233,64 @@ impl Engine {
             inner,
             flusher: Mutex::new(Some(flusher)),
         })
+    }
+
+    /// Commits a batch an agent shipped, exactly once per (agent, channel, sequence):
+    /// a sequence at or below the highest stored for its channel is a resend and is not
+    /// stored again (the answer waits until the earlier copy is durable). The highest
+    /// sequence per channel is logged with the batch and kept in the manifest, so it
+    /// survives restarts.
+    ///
+    /// An agent sends a channel's batches in increasing sequence order, one after the
+    /// other; a lower sequence after a higher one counts as a resend.
+    pub async fn commit_shipped(&self, write: PreparedWrite, origin: &Origin) -> Result<Delivery> {
+        let rows = write.rows;
+        let write = PreparedWrite {
+            payload: payload::encode_origin(origin, &write.payload),
+            ..write
+        };
+        match self.inner.submit_shipped(write, origin)? {
+            Submitted::Appended(ticket) => {
+                let lsn = ticket.wait().await?;
+                self.inner
+                    .counters
+                    .rows
+                    .fetch_add(rows as u64, Ordering::Relaxed);
+                self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+                Ok(Delivery::Stored(WriteSummary { rows, lsn }))
+            }
+            Submitted::Duplicate { stored_seq, lsn } => {
+                self.wait_durable(lsn).await?;
+                Ok(Delivery::Duplicate { stored_seq })
+            }
+        }
+    }
+
+    /// The highest sequence stored for an agent's channel (0 if none).
+    pub fn shipped_seq(&self, agent: &str, channel: u32) -> u64 {
+        self.inner
+            .state
+            .lock()
+            .shipped
+            .get(&(agent.to_string(), channel))
+            .map_or(0, |&(seq, _)| seq)
+    }
+
+    /// Waits until the WAL record `lsn` is durable (a record submitted by another task).
+    async fn wait_durable(&self, lsn: u64) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.inner.wal.durable_lsn() >= lsn {
+                return Ok(());
+            }
+            if let Some(cause) = self.inner.wal.poisoned() {
+                return Err(Error::Wal(vigil_wal::Error::Poisoned { cause }));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::NotDurable { lsn });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Decodes line protocol and prepares it for [`Engine::commit`]. CPU-bound: call it
@@ -309,7 +397,7 @@ impl Engine {
     /// The files stay on disk while the snapshot (or a clone of its `files`) is alive,
     /// even if a compaction replaces them meanwhile.
     pub fn snapshot(&self, table: &str) -> Result<Option<TableSnapshot>> {
-        let (schema, days, mut files) = {
+        let (schema, days, files) = {
             let st = self.inner.state.lock();
             let stored = self.inner.stored.lock();
             let schema = if table == EVENTS_TABLE {
@@ -331,20 +419,8 @@ impl Engine {
                     }
                 }
             }
-            let files: Vec<Arc<DataFile>> = stored
-                .manifest
-                .tables
-                .get(table)
-                .map(|t| {
-                    t.files
-                        .iter()
-                        .filter_map(|f| stored.files.get(&f.path).cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            (schema, days, files)
+            (schema, days, stored.table_files(table))
         };
-        files.sort_by_key(|f| f.meta().max_lsn);
         let mut buffered = Vec::with_capacity(days.len());
         for (day, chunks) in days {
             let batch = merge_rows(&PartitionRows {
@@ -371,6 +447,69 @@ impl Engine {
             files,
             buffered,
         }))
+    }
+
+    /// The newest row of every series of metric table `table` (largest `time`; of equal
+    /// times the later write), buffered rows included, in the table's current schema.
+    /// `None` for `events` and unknown tables.
+    ///
+    /// Answered from the last-value cache; the first call after a start or a retention
+    /// pass rebuilds the cache by reading the table's files once. A table with more
+    /// series than `last_value_max_series` is read in full at every call.
+    pub fn last_rows(&self, table: &str) -> Result<Option<RecordBatch>> {
+        if table == EVENTS_TABLE {
+            return Ok(None);
+        }
+        let (schema, chunks, view) = {
+            let st = self.inner.state.lock();
+            let stored = self.inner.stored.lock();
+            let Some(schema) = st.catalog.table(table).cloned() else {
+                return Ok(None);
+            };
+            let mut chunks = Vec::new();
+            for buffer in st.flushing.iter().map(|b| &**b).chain([&st.buffer]) {
+                for (t, _day, cs) in buffer.partitions() {
+                    if t == table {
+                        chunks.extend(cs.iter().map(|c| (c.lsn, c.batch.clone())));
+                    }
+                }
+            }
+            let view = stored.last_values.view(table, stored.table_files(table));
+            (schema, chunks, view)
+        };
+        let max_series = self.inner.config.last_value_max_series;
+        let stored_rows = match view {
+            CacheView::Ready(rows) => rows,
+            CacheView::TooMany { files } => read_newest(&schema, &files)?,
+            CacheView::Stale {
+                files,
+                delta,
+                epoch,
+            } => {
+                let rows = read_newest(&schema, &files)?;
+                let rows = match delta {
+                    Some(delta) => newest_per_series(&schema, &[rows, delta])?,
+                    None => rows,
+                };
+                if max_series > 0 {
+                    self.inner.stored.lock().last_values.rebuilt(
+                        table,
+                        &schema,
+                        rows.clone(),
+                        epoch,
+                        max_series,
+                    )?;
+                }
+                rows
+            }
+        };
+        // Buffered rows are newer than every file; among themselves, in write order.
+        let mut chunks = chunks;
+        chunks.sort_by_key(|(lsn, _)| *lsn);
+        let mut batches = Vec::with_capacity(chunks.len() + 1);
+        batches.push(stored_rows);
+        batches.extend(chunks.into_iter().map(|(_, b)| b));
+        Ok(Some(newest_per_series(&schema, &batches)?))
     }
 
     /// A writer for a new Parquet file in `table`'s `partition` (`yyyy-mm-dd`), for
@@ -412,13 +551,15 @@ impl Engine {
         if before - t.files.len() != removed.len() {
             return Ok(false);
         }
+        let rows_removed = added.is_none();
         t.files.extend(added);
         manifest.next_file_id = self.inner.next_file_id.load(Ordering::SeqCst);
         manifest.save(&self.inner.config.data_dir)?;
-        self.inner
-            .stored
-            .lock()
-            .install(&self.inner.config.data_dir, manifest);
+        let mut stored = self.inner.stored.lock();
+        stored.install(&self.inner.config.data_dir, manifest);
+        if rows_removed {
+            stored.last_values.rows_removed(table);
+        }
         Ok(true)
     }
 
@@ -511,9 +652,35 @@ impl Inner {
     /// re-check types, widen tables, assign the LSN, buffer the rows.
     fn submit(&self, write: PreparedWrite) -> Result<vigil_wal::AppendTicket> {
         let mut st = self.state.lock();
-        self.ensure_room(&st)?;
+        self.append(&mut st, write, KIND_TABLE_BATCHES)
+    }
+
+    /// Appends a shipped batch to the WAL and buffers it, unless its sequence is already
+    /// stored. The duplicate check and the append happen under one lock, so two sends of
+    /// one sequence cannot both be stored.
+    fn submit_shipped(&self, write: PreparedWrite, origin: &Origin) -> Result<Submitted> {
+        let mut st = self.state.lock();
+        let key = (origin.agent.clone(), origin.channel);
+        if let Some(&(stored_seq, lsn)) = st.shipped.get(&key)
+            && origin.seq <= stored_seq
+        {
+            return Ok(Submitted::Duplicate { stored_seq, lsn });
+        }
+        let ticket = self.append(&mut st, write, KIND_SHIPPED_BATCHES)?;
+        st.shipped.insert(key, (origin.seq, ticket.lsn()));
+        Ok(Submitted::Appended(ticket))
+    }
+
+    /// Checks `write` against the catalog, appends it to the WAL and buffers it.
+    fn append(
+        &self,
+        st: &mut State,
+        write: PreparedWrite,
+        kind: u8,
+    ) -> Result<vigil_wal::AppendTicket> {
+        self.ensure_room(st)?;
         self.check_catalog(&st.catalog, &write.checks)?;
-        let ticket = self.wal.submit(KIND_TABLE_BATCHES, write.payload)?;
+        let ticket = self.wal.submit(kind, write.payload)?;
         for (table, schema, _) in &write.checks {
             st.catalog.register(table, schema);
         }
@@ -575,7 +742,7 @@ impl Inner {
         if let Some(cause) = self.wal.poisoned() {
             return Err(Error::Wal(vigil_wal::Error::Poisoned { cause }));
         }
-        let (pending, checkpoint, catalog) = {
+        let (pending, checkpoint, catalog, shipped) = {
             let mut st = self.state.lock();
             if !st.buffer.is_empty() {
                 let taken = std::mem::take(&mut st.buffer);
@@ -584,17 +751,27 @@ impl Inner {
             }
             // Every LSN assigned so far is in the buffers taken: assignment and buffering
             // happen under this same lock.
+            let mut shipped: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+            for ((agent, channel), (seq, _)) in &st.shipped {
+                shipped
+                    .entry(agent.clone())
+                    .or_default()
+                    .insert(*channel, *seq);
+            }
             (
                 st.flushing.clone(),
                 self.wal.last_assigned_lsn(),
                 st.catalog.clone(),
+                shipped,
             )
         };
         let mut manifest = self.stored.lock().manifest.clone();
         if pending.is_empty() && checkpoint == manifest.checkpoint_lsn {
             return Ok(());
         }
-        let files = self.write_files(&pending, &catalog, &mut manifest)?;
+        let files_before = manifest.file_paths().count();
+        let newest = self.write_files(&pending, &catalog, &mut manifest)?;
+        let files = manifest.file_paths().count() - files_before;
         for (name, schema) in catalog.tables() {
             set_schema(&mut manifest, name, schema);
         }
@@ -602,13 +779,19 @@ impl Inner {
             set_schema(&mut manifest, EVENTS_TABLE, events_schema());
         }
         manifest.checkpoint_lsn = checkpoint;
+        manifest.shipped = shipped;
         manifest.next_file_id = self.next_file_id.load(Ordering::SeqCst);
         manifest.save(&self.config.data_dir)?;
         {
             // Both under the locks together, so that a snapshot sees these rows either
             // in the buffers being flushed or in the files, never in both or neither.
             let mut st = self.state.lock();
-            self.stored.lock().install(&self.config.data_dir, manifest);
+            let mut stored = self.stored.lock();
+            stored.install(&self.config.data_dir, manifest);
+            for (table, rows) in newest {
+                stored.fold_flushed(&table, &catalog, rows, self.config.last_value_max_series);
+            }
+            drop(stored);
             let done: usize = st.flushing.drain(..pending.len()).map(|b| b.bytes()).sum();
             st.flushing_bytes -= done;
         }
@@ -631,19 +814,21 @@ impl Inner {
     }
 
     /// Writes one Parquet file per (table, day) of the pending buffers into `manifest`.
+    /// Returns the newest row of each series of each metric file written, for the
+    /// last-value cache.
     fn write_files(
         &self,
         pending: &[Arc<Buffer>],
         catalog: &Catalog,
         manifest: &mut Manifest,
-    ) -> Result<usize> {
+    ) -> Result<Vec<(String, RecordBatch)>> {
         let mut parts: BTreeMap<(&str, i32), Vec<&Chunk>> = BTreeMap::new();
         for buffer in pending {
             for (table, day, chunks) in buffer.partitions() {
                 parts.entry((table, day)).or_default().extend(chunks);
             }
         }
-        let mut written = 0;
+        let mut newest = Vec::new();
         for ((table, day), chunks) in parts {
             let schema = catalog.table(table).ok_or_else(|| Error::Manifest {
                 path: MANIFEST_FILE.into(),
@@ -660,7 +845,7 @@ impl Inner {
                     .collect::<Vec<RecordBatch>>(),
             };
             let file_id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-            if let Some(meta) = write_partition(
+            if let Some((meta, rows)) = write_partition(
                 &self.config.data_dir,
                 self.config.row_group_rows,
                 file_id,
@@ -670,10 +855,12 @@ impl Inner {
                 if let Some(t) = manifest.tables.get_mut(table) {
                     t.files.push(meta);
                 }
-                written += 1;
+                if table != EVENTS_TABLE && self.config.last_value_max_series > 0 {
+                    newest.push((table.to_string(), newest_per_series(schema, &[rows])?));
+                }
             }
         }
-        Ok(written)
+        Ok(newest)
     }
 
     fn stats(&self) -> EngineStats {
@@ -710,6 +897,8 @@ struct Stored {
     manifest: Manifest,
     /// Path (relative to the data dir) → file.
     files: HashMap<String, Arc<DataFile>>,
+    /// Newest row per series over these files.
+    last_values: LastValues,
 }
 
 impl Stored {
@@ -734,6 +923,36 @@ impl Stored {
         }
         self.manifest = manifest;
     }
+
+    /// The files of `table` in force, oldest write first.
+    fn table_files(&self, table: &str) -> Vec<Arc<DataFile>> {
+        let mut files: Vec<Arc<DataFile>> = self
+            .manifest
+            .tables
+            .get(table)
+            .map(|t| {
+                t.files
+                    .iter()
+                    .filter_map(|f| self.files.get(&f.path).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort_by_key(|f| f.meta().max_lsn);
+        files
+    }
+
+    /// Folds a flushed file's newest rows into the last-value cache. On failure the
+    /// table's cache is dropped (rebuilt at its next use) rather than left wrong.
+    fn fold_flushed(&mut self, table: &str, catalog: &Catalog, rows: RecordBatch, max: usize) {
+        let folded = match catalog.table(table) {
+            Some(schema) => self.last_values.flushed(table, schema, rows, max),
+            None => Ok(()),
+        };
+        if let Err(e) = folded {
+            tracing::warn!(table, error = %e, "last-value cache dropped");
+            self.last_values.rows_removed(table);
+        }
+    }
 }
 
 fn set_schema(manifest: &mut Manifest, table: &str, schema: &TableSchema) {
@@ -750,17 +969,31 @@ fn set_schema(manifest: &mut Manifest, table: &str, schema: &TableSchema) {
 fn replay_record(
     catalog: &mut Catalog,
     buffer: &mut Buffer,
+    shipped: &mut HashMap<(String, u32), (u64, u64)>,
     lsn: u64,
     kind: u8,
     bytes: &[u8],
 ) -> Result<()> {
-    if kind != KIND_TABLE_BATCHES {
-        return Err(Error::BadRecord {
-            lsn,
-            reason: format!("unknown record kind {kind}"),
-        });
-    }
-    let batches = payload::decode(lsn, bytes)?;
+    let batches = match kind {
+        KIND_TABLE_BATCHES => payload::decode(lsn, bytes)?,
+        KIND_SHIPPED_BATCHES => {
+            let (origin, rest) = payload::decode_origin(lsn, bytes)?;
+            let batches = payload::decode(lsn, rest)?;
+            let slot = shipped
+                .entry((origin.agent, origin.channel))
+                .or_insert((0, 0));
+            if origin.seq > slot.0 {
+                *slot = (origin.seq, lsn);
+            }
+            batches
+        }
+        _ => {
+            return Err(Error::BadRecord {
+                lsn,
+                reason: format!("unknown record kind {kind}"),
+            });
+        }
+    };
     for tb in &batches {
         if tb.table != EVENTS_TABLE {
             catalog.register(&tb.table, &tb.batch.schema());

@@ -64,6 +64,9 @@ pub enum Error {
     #[error("engine is shutting down")]
     ShuttingDown,
 
+    #[error("WAL record {lsn} did not become durable within 30 s")]
+    NotDurable { lsn: u64 },
+
     #[error(transparent)]
     Wal(#[from] vigil_wal::Error),
 

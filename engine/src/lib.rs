@@ -20,6 +20,7 @@ mod config;
 mod engine;
 mod error;
 mod events;
+mod last_values;
 mod line_protocol;
 mod manifest;
 mod payload;
@@ -30,12 +31,15 @@ mod time;
 
 pub use batch::TableBatch;
 pub use config::EngineConfig;
-pub use engine::{Engine, EngineStats, PreparedWrite, WriteSummary};
+pub use engine::{Delivery, Engine, EngineStats, PreparedWrite, WriteSummary};
 pub use error::{Error, LineError, Result};
 pub use events::{Event, normalise_severity, parse_events};
 pub use line_protocol::{FieldValue, Line, Precision, parse_lines};
 pub use manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
-pub use payload::{KIND_TABLE_BATCHES, decode as decode_payload, encode as encode_payload};
+pub use payload::{
+    KIND_SHIPPED_BATCHES, KIND_TABLE_BATCHES, Origin, decode as decode_payload, decode_origin,
+    encode as encode_payload, encode_origin,
+};
 pub use persist::{PartitionWriter, partition_name, table_dir_name};
 pub use schema::{
     Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema,

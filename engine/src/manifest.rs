@@ -48,6 +48,10 @@ pub struct Manifest {
     /// Next number for a new file's name.
     pub next_file_id: u64,
     pub tables: BTreeMap<String, TableManifest>,
+    /// Highest sequence stored per agent and channel, as of the checkpoint (shipped
+    /// batches at or below it are duplicates).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shipped: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
 impl Default for Manifest {
@@ -57,6 +61,7 @@ impl Default for Manifest {
             checkpoint_lsn: 0,
             next_file_id: 1,
             tables: BTreeMap::new(),
+            shipped: BTreeMap::new(),
         }
     }
 }

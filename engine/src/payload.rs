@@ -7,6 +7,12 @@
 //! u32 count
 //! count × { u16 name_len, name (UTF-8), i32 day, u32 ipc_len, Arrow IPC stream (LZ4 frame buffers) }
 //! ```
+//! Kind [`KIND_SHIPPED_BATCHES`]: a batch an agent shipped, with where it came from, so
+//! that replay restores the highest sequence stored per agent channel.
+//!
+//! ```text
+//! u16 agent_len, agent (UTF-8), u32 channel, u64 seq, then a kind 1 payload
+//! ```
 //! Integers are little-endian.
 
 use std::io::Cursor;
@@ -21,6 +27,54 @@ use crate::error::{Error, Result};
 
 /// WAL record kind holding [`TableBatch`]es.
 pub const KIND_TABLE_BATCHES: u8 = 1;
+/// WAL record kind holding an agent's batch: its [`Origin`], then [`TableBatch`]es.
+pub const KIND_SHIPPED_BATCHES: u8 = 2;
+
+/// Where a shipped batch came from: an agent, one of its channels (an independent
+/// ordered stream of batches, such as one tailed file) and the batch's sequence number
+/// in that channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub agent: String,
+    pub channel: u32,
+    pub seq: u64,
+}
+
+/// Prefixes a kind 1 payload with `origin`, making a kind 2 payload.
+pub fn encode_origin(origin: &Origin, batches_payload: &[u8]) -> Vec<u8> {
+    let agent = origin.agent.as_bytes();
+    let mut out = Vec::with_capacity(14 + agent.len() + batches_payload.len());
+    out.extend_from_slice(&(agent.len() as u16).to_le_bytes());
+    out.extend_from_slice(agent);
+    out.extend_from_slice(&origin.channel.to_le_bytes());
+    out.extend_from_slice(&origin.seq.to_le_bytes());
+    out.extend_from_slice(batches_payload);
+    out
+}
+
+/// Splits a kind 2 payload into its origin and its kind 1 payload.
+pub fn decode_origin(lsn: u64, bytes: &[u8]) -> Result<(Origin, &[u8])> {
+    let bad = |reason: &str| Error::BadRecord {
+        lsn,
+        reason: format!("shipped batch header: {reason}"),
+    };
+    let mut r = Reader { bytes, pos: 0 };
+    let len = r.u16().ok_or_else(|| bad("truncated"))? as usize;
+    let agent = std::str::from_utf8(r.take(len).ok_or_else(|| bad("truncated agent"))?)
+        .map_err(|_| bad("agent is not UTF-8"))?
+        .to_string();
+    let channel = r.u32().ok_or_else(|| bad("truncated channel"))?;
+    let seq = r.take(8).ok_or_else(|| bad("truncated sequence"))?;
+    let seq = u64::from_le_bytes(seq.try_into().map_err(|_| bad("truncated sequence"))?);
+    Ok((
+        Origin {
+            agent,
+            channel,
+            seq,
+        },
+        &bytes[r.pos..],
+    ))
+}
 const VERSION: u8 = 1;
 
 /// Encodes batches as one WAL payload.
@@ -133,6 +187,20 @@ mod tests {
         assert_eq!(back[0].batch, tb[0].batch);
         for n in 0..bytes.len() {
             assert!(decode(1, &bytes[..n]).is_err(), "prefix {n} decoded");
+        }
+        let origin = Origin {
+            agent: "agent-1".into(),
+            channel: 7,
+            seq: 42,
+        };
+        let shipped = encode_origin(&origin, &bytes);
+        let (o, rest) = decode_origin(1, &shipped).unwrap();
+        assert_eq!((o, rest), (origin, &bytes[..]));
+        for n in 0..14 {
+            assert!(
+                decode_origin(1, &shipped[..n]).is_err(),
+                "prefix {n} decoded"
+            );
         }
     }
 }

@@ -50,6 +50,22 @@ pub fn table_dir_name(table: &str) -> String {
     out
 }
 
+/// `batch` with exactly the columns of `schema`; absent columns read as null.
+pub(crate) fn align_to(
+    schema: &arrow::datatypes::SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => Arc::clone(c),
+            None => new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
 /// Brings every chunk to the table's schema (absent columns read as null), concatenates
 /// them, sorts by series then time and, for metrics, keeps only the last write of each
 /// (series, time).
@@ -58,18 +74,8 @@ pub(crate) fn merge_rows(part: &PartitionRows<'_>) -> Result<RecordBatch> {
     let unified: Vec<RecordBatch> = part
         .chunks
         .iter()
-        .map(|chunk| {
-            let columns: Vec<ArrayRef> = schema
-                .fields()
-                .iter()
-                .map(|f| match chunk.column_by_name(f.name()) {
-                    Some(c) => Arc::clone(c),
-                    None => new_null_array(f.data_type(), chunk.num_rows()),
-                })
-                .collect();
-            RecordBatch::try_new(Arc::clone(&schema), columns)
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|chunk| align_to(&schema, chunk))
+        .collect::<Result<_>>()?;
     let all = concat_batches(&schema, &unified)?;
     let tags: Vec<&str> = if part.table == EVENTS_TABLE {
         Vec::new()
@@ -206,7 +212,7 @@ pub(crate) fn write_partition(
     row_group_rows: usize,
     file_id: u64,
     part: &PartitionRows<'_>,
-) -> Result<Option<FileMeta>> {
+) -> Result<Option<(FileMeta, RecordBatch)>> {
     let batch = merge_rows(part)?;
     if batch.num_rows() == 0 {
         return Ok(None);
@@ -221,7 +227,7 @@ pub(crate) fn write_partition(
         part.schema,
     )?;
     writer.write(&batch, part.max_lsn)?;
-    writer.finish()
+    Ok(writer.finish()?.map(|meta| (meta, batch)))
 }
 
 /// Streams sorted rows into a new Parquet file of a partition, durably: the rows go to a

@@ -229,3 +229,59 @@ async fn concurrent_writers_lose_nothing() {
     assert_eq!(rows, 400);
     assert_eq!(m.checkpoint_lsn, 400);
 }
+
+#[tokio::test]
+async fn shipped_batches_are_stored_once_across_restarts() {
+    use vigil_engine::{Delivery, Origin};
+    async fn ship(engine: &Engine, channel: u32, seq: u64, body: &str) -> Delivery {
+        let write = engine
+            .prepare_line_protocol(body.as_bytes(), vigil_engine::Precision::Nanoseconds)
+            .unwrap();
+        let origin = Origin {
+            agent: "agent-a".into(),
+            channel,
+            seq,
+        };
+        engine.commit_shipped(write, &origin).await.unwrap()
+    }
+    fn stored(d: Delivery) -> bool {
+        matches!(d, Delivery::Stored(_))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        assert!(stored(ship(&engine, 0, 1, "m,h=a f=1 1").await));
+        assert!(stored(ship(&engine, 0, 2, "m,h=a f=2 2").await));
+        assert_eq!(
+            ship(&engine, 0, 2, "m,h=a f=2 2").await,
+            Delivery::Duplicate { stored_seq: 2 }
+        );
+        assert_eq!(
+            ship(&engine, 0, 1, "m,h=a f=1 1").await,
+            Delivery::Duplicate { stored_seq: 2 }
+        );
+        // Channels are independent.
+        assert!(stored(ship(&engine, 1, 1, "m,h=b f=1 1").await));
+        std::mem::forget(engine);
+    }
+    // After a crash, the WAL replay remembers the sequences.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy.path());
+    {
+        let engine = open(copy.path());
+        assert_eq!(engine.shipped_seq("agent-a", 0), 2);
+        assert!(!stored(ship(&engine, 0, 2, "m,h=a f=2 2").await));
+        // Flushed: the manifest remembers them once the WAL is truncated.
+        engine.shutdown().unwrap();
+    }
+    let engine = open(copy.path());
+    assert_eq!(engine.manifest().shipped["agent-a"][&1], 1);
+    assert_eq!(engine.stats().buffered_rows, 0);
+    assert!(!stored(ship(&engine, 1, 1, "m,h=b f=1 1").await));
+    assert!(stored(ship(&engine, 0, 3, "m,h=a f=3 3").await));
+    engine.shutdown().unwrap();
+    let m = Manifest::load(copy.path()).unwrap();
+    let text = pretty(&read_table(copy.path(), &m, "m"));
+    assert_eq!(text.matches("| a ").count(), 3, "{text}");
+    assert_eq!(text.matches("| b ").count(), 1, "{text}");
+}

@@ -1,6 +1,7 @@
 //! Integration tests of `vigil-engine`: write, flush, restart, recover.
 
 mod engine;
+mod last_values;
 mod line_protocol;
 
 use std::path::Path;

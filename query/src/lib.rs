@@ -13,6 +13,7 @@
 
 mod dedup;
 mod error;
+mod last_value;
 mod lifecycle;
 mod prune;
 mod scan;

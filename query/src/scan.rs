@@ -28,6 +28,22 @@ pub(crate) struct ScanInfo {
     pub(crate) buffered: usize,
     pub(crate) total_buffered: usize,
     pub(crate) dedup_groups: usize,
+    /// Read from the last-value cache: this many series.
+    pub(crate) last_values: Option<usize>,
+}
+
+impl ScanInfo {
+    pub(crate) fn last_values(table: &str, series: usize) -> Self {
+        Self {
+            table: table.to_string(),
+            files: 0,
+            total_files: 0,
+            buffered: 0,
+            total_buffered: 0,
+            dedup_groups: 0,
+            last_values: Some(series),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -65,6 +81,13 @@ impl VigilScanExec {
 impl DisplayAs for VigilScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.info;
+        if let Some(series) = i.last_values {
+            return write!(
+                f,
+                "VigilScanExec: table={}, last_value_cache: series={series}",
+                i.table
+            );
+        }
         write!(
             f,
             "VigilScanExec: table={}, files={} of {} ({} pruned by time), buffered_days={} of {} ({} pruned), dedup_groups={}",

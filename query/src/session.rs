@@ -17,6 +17,7 @@ use futures::{Stream, StreamExt};
 use vigil_engine::Engine;
 
 use crate::error::QueryError;
+use crate::last_value::LastValueRule;
 use crate::table::VigilSchema;
 
 /// Limits and settings of the query engine.
@@ -65,14 +66,21 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
             .build_arc()?;
-        let session = SessionConfig::new()
+        let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(config.target_partitions.max(1));
+        // Late materialisation: filters run on their own columns first, and the other
+        // columns are decoded only for the rows that pass (a one-host query decodes
+        // one host's values, not a row group's).
+        let parquet = &mut session.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         let catalog = ctx
             .catalog("datafusion")
             .ok_or_else(|| QueryError::Internal("no default catalog".into()))?;
         catalog.register_schema("public", Arc::new(VigilSchema { engine }))?;
+        ctx.add_analyzer_rule(Arc::new(LastValueRule));
         Ok(Self {
             ctx,
             config,

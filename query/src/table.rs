@@ -79,6 +79,16 @@ pub(crate) struct VigilTable {
     schema: SchemaRef,
 }
 
+impl VigilTable {
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 #[async_trait]
 impl TableProvider for VigilTable {
     fn schema(&self) -> SchemaRef {
@@ -252,6 +262,7 @@ pub(crate) fn plan_scan(
                 .count(),
         total_buffered,
         dedup_groups: dedup.len(),
+        last_values: None,
     };
     let mut leases: Vec<Arc<DataFile>> = plain_files.clone();
     for s in dedup.iter().flatten() {

@@ -76,6 +76,10 @@ pub(crate) struct ServeArgs {
     /// [default: 8].
     #[arg(long, env = "VIGIL_COMPACTION_MAX_FILES")]
     pub(crate) compaction_max_files: Option<usize>,
+    /// Most series per table kept in the last-value cache, which answers
+    /// `DISTINCT ON (tags) ... ORDER BY tags, time DESC`; 0 turns it off [default: 250000].
+    #[arg(long, env = "VIGIL_LAST_VALUE_SERIES")]
+    pub(crate) last_value_series: Option<usize>,
     /// Log filter, e.g. `info` or `vigil_engine=debug` [default: info].
     #[arg(long, env = "VIGIL_LOG")]
     pub(crate) log: Option<String>,
@@ -107,6 +111,7 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     lifecycle_interval: Option<Duration>,
     compaction_max_files: Option<usize>,
+    last_value_series: Option<usize>,
     log: Option<String>,
 }
 
@@ -164,6 +169,10 @@ impl ServeArgs {
             ),
             background_flush: true,
             row_group_rows: engine_defaults.row_group_rows,
+            last_value_max_series: self
+                .last_value_series
+                .or(file.last_value_series)
+                .unwrap_or(engine_defaults.last_value_max_series),
         };
         engine.validate().context("invalid configuration")?;
         let http = HttpConfig {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use serde::Deserialize;
 use vigil_api::HttpConfig;
+use vigil_api::quic::QuicConfig;
 use vigil_engine::EngineConfig;
 use vigil_query::{LifecycleConfig, QueryConfig, Retention};
 use vigil_wal::{Durability, RecoveryMode, WalConfig};
@@ -25,6 +26,22 @@ pub(crate) struct ServeArgs {
     /// HTTP listen address [default: 127.0.0.1:7070].
     #[arg(long, env = "VIGIL_HTTP_ADDR")]
     pub(crate) http_addr: Option<SocketAddr>,
+    /// QUIC ingest listen address (UDP) [default: 127.0.0.1:7071].
+    #[arg(long, env = "VIGIL_QUIC_ADDR")]
+    pub(crate) quic_addr: Option<SocketAddr>,
+    /// QUIC TLS certificate chain (PEM) [default: a self-signed one created in
+    /// <data-dir>/tls/].
+    #[arg(long, env = "VIGIL_QUIC_CERT", requires = "quic_key")]
+    pub(crate) quic_cert: Option<PathBuf>,
+    /// Private key (PEM) of --quic-cert.
+    #[arg(long, env = "VIGIL_QUIC_KEY", requires = "quic_cert")]
+    pub(crate) quic_key: Option<PathBuf>,
+    /// Require QUIC clients to present a certificate signed by this CA (PEM).
+    #[arg(long, env = "VIGIL_QUIC_CLIENT_CA")]
+    pub(crate) quic_client_ca: Option<PathBuf>,
+    /// A token agents may write with, besides <data-dir>/admin.token. Repeatable.
+    #[arg(long = "token", env = "VIGIL_TOKENS", value_delimiter = ',')]
+    pub(crate) tokens: Vec<String>,
     /// Largest write request body, after gzip decompression [default: 64MiB].
     #[arg(long, env = "VIGIL_MAX_BODY_SIZE")]
     pub(crate) max_body_size: Option<ByteSize>,
@@ -91,6 +108,12 @@ pub(crate) struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
+    quic_addr: Option<SocketAddr>,
+    quic_cert: Option<PathBuf>,
+    quic_key: Option<PathBuf>,
+    quic_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    tokens: Vec<String>,
     max_body_size: Option<ByteSize>,
     wal_durability: Option<String>,
     wal_recovery: Option<String>,
@@ -119,6 +142,9 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct ServeConfig {
     pub(crate) http_addr: SocketAddr,
+    pub(crate) quic: QuicConfig,
+    /// Tokens configured besides the admin token.
+    pub(crate) tokens: Vec<String>,
     pub(crate) engine: EngineConfig,
     pub(crate) http: HttpConfig,
     pub(crate) query: QueryConfig,
@@ -240,7 +266,24 @@ impl ServeArgs {
         if lifecycle.interval.is_zero() {
             bail!("lifecycle-interval must be positive");
         }
+        let quic = QuicConfig {
+            addr: self
+                .quic_addr
+                .or(file.quic_addr)
+                .unwrap_or(QuicConfig::default().addr),
+            cert: self.quic_cert.or(file.quic_cert),
+            key: self.quic_key.or(file.quic_key),
+            client_ca: self.quic_client_ca.or(file.quic_client_ca),
+            ..QuicConfig::default()
+        };
+        if quic.cert.is_some() != quic.key.is_some() {
+            bail!("quic-cert and quic-key go together");
+        }
+        let mut tokens = file.tokens;
+        tokens.extend(self.tokens);
         Ok(ServeConfig {
+            quic,
+            tokens,
             http_addr: self
                 .http_addr
                 .or(file.http_addr)

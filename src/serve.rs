@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
+use vigil_api::auth::{Tokens, admin_token_path, load_or_create_admin_token};
+use vigil_api::quic::{QuicServer, QuicStats, server_identity};
 use vigil_api::{AppState, router};
 use vigil_engine::{Engine, SystemTimeProvider};
 use vigil_query::{Lifecycle, QueryEngine};
@@ -48,25 +50,62 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("vigil-worker")
         .build()
         .context("starting the async runtime")?;
+    let data_dir = config.engine.data_dir.clone();
+    let (admin_token, created) = load_or_create_admin_token(&data_dir)
+        .with_context(|| format!("admin token in {}", data_dir.display()))?;
+    if created {
+        // Shown once; it stays readable by its owner in the data directory.
+        eprintln!(
+            "admin token (also in {}): {admin_token}",
+            admin_token_path(&data_dir).display()
+        );
+    }
+    let tokens = Arc::new(Tokens::new(
+        std::iter::once(admin_token.as_str()).chain(config.tokens.iter().map(String::as_str)),
+    ));
+    let identity = server_identity(&config.quic, &data_dir).context("QUIC TLS certificate")?;
+    let quic_stats = Arc::new(QuicStats::default());
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP address {}", config.http_addr))?;
+        let cert_path = identity.cert_path.clone();
+        let fingerprint = identity.fingerprint.clone();
+        let quic = QuicServer::bind(
+            config.quic.clone(),
+            identity,
+            Arc::clone(&engine),
+            tokens,
+            Arc::clone(&quic_stats),
+        )
+        .context("starting the QUIC listener")?;
         tracing::info!(
             http = %listener.local_addr().unwrap_or(config.http_addr),
-            data_dir = %config.engine.data_dir.display(),
+            quic = %quic.local_addr().unwrap_or(config.quic.addr),
+            cert = %cert_path.display(),
+            fingerprint = %fingerprint,
+            data_dir = %data_dir.display(),
             "vigil {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        let app = router(AppState::new(
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let quic_task = tokio::spawn(quic.run(async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let app = router(AppState::with_quic(
             Arc::clone(&engine),
             query,
             config.http.clone(),
+            quic_stats,
         ));
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("HTTP server failed")
+            .context("HTTP server failed");
+        let _ = stop_tx.send(true);
+        let _ = quic_task.await;
+        served
     })?;
     stop_lifecycle.store(true, Ordering::SeqCst);
     let _ = lifecycle.join();

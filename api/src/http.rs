@@ -12,6 +12,7 @@ use vigil_engine::Engine;
 use vigil_query::QueryEngine;
 
 use crate::metrics::{HttpMetrics, render_metrics};
+use crate::quic::QuicStats;
 use crate::{query, write};
 
 /// Settings of the HTTP server.
@@ -41,10 +42,21 @@ pub struct AppState {
     /// One permit per KiB of request body in flight.
     pub(crate) inflight: Semaphore,
     pub(crate) metrics: HttpMetrics,
+    pub(crate) quic: Arc<QuicStats>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, query: Arc<QueryEngine>, config: HttpConfig) -> Arc<Self> {
+        Self::with_quic(engine, query, config, Arc::default())
+    }
+
+    /// [`AppState::new`], with the QUIC listener's counters for `/metrics`.
+    pub fn with_quic(
+        engine: Arc<Engine>,
+        query: Arc<QueryEngine>,
+        config: HttpConfig,
+        quic: Arc<QuicStats>,
+    ) -> Arc<Self> {
         let permits = (config.max_inflight_bytes / 1024).max(1);
         Arc::new(Self {
             engine,
@@ -52,6 +64,7 @@ impl AppState {
             inflight: Semaphore::new(permits),
             config,
             metrics: HttpMetrics::default(),
+            quic,
         })
     }
 }
@@ -99,6 +112,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        render_metrics(&state.engine.stats(), &state.metrics, state.query.stats()),
+        render_metrics(
+            &state.engine.stats(),
+            &state.metrics,
+            state.query.stats(),
+            &state.quic,
+        ),
     )
 }

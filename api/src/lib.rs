@@ -5,10 +5,13 @@
 //! `/metrics`. Every error maps
 //! to a status code in one place ([`ApiError`]), and never leaks internals.
 
+pub mod auth;
 mod error;
 mod http;
 mod metrics;
+pub mod protocol;
 mod query;
+pub mod quic;
 mod write;
 
 pub use error::ApiError;

@@ -33,6 +33,7 @@ pub(crate) fn render_metrics(
     s: &EngineStats,
     h: &HttpMetrics,
     queries: (u64, u64, usize),
+    quic: &crate::quic::QuicStats,
 ) -> String {
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -118,6 +119,55 @@ pub(crate) fn render_metrics(
         "gauge",
         "1 when the WAL refuses writes after an I/O failure.",
         u64::from(s.wal_poisoned.is_some()),
+    );
+    let q = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    metric(
+        "vigil_quic_connections",
+        "gauge",
+        "Agents connected over QUIC now.",
+        quic.connections.load(Ordering::Relaxed) as u64,
+    );
+    metric(
+        "vigil_quic_connections_total",
+        "counter",
+        "QUIC connections accepted since start.",
+        q(&quic.connections_total),
+    );
+    metric(
+        "vigil_quic_refused_auth_total",
+        "counter",
+        "QUIC handshakes refused for a bad token.",
+        q(&quic.refused_auth),
+    );
+    metric(
+        "vigil_quic_batches_total",
+        "counter",
+        "Batches received over QUIC.",
+        q(&quic.batches),
+    );
+    metric(
+        "vigil_quic_rows_total",
+        "counter",
+        "Rows stored from QUIC batches.",
+        q(&quic.rows),
+    );
+    metric(
+        "vigil_quic_duplicate_batches_total",
+        "counter",
+        "Resent QUIC batches acknowledged without storing them again.",
+        q(&quic.duplicates),
+    );
+    metric(
+        "vigil_quic_rejected_batches_total",
+        "counter",
+        "QUIC batches rejected for bad data.",
+        q(&quic.rejected),
+    );
+    metric(
+        "vigil_quic_busy_total",
+        "counter",
+        "QUIC batches refused because the write buffer was full.",
+        q(&quic.busy),
     );
     metric(
         "vigil_queries_total",

@@ -247,7 +247,10 @@ impl Frame {
     /// Decodes one frame from `body`: the bytes after the length prefix (type first).
     /// Never panics, whatever the bytes.
     pub fn decode(body: &[u8]) -> Result<Frame, DecodeError> {
-        let mut r = Reader { bytes: body, pos: 0 };
+        let mut r = Reader {
+            bytes: body,
+            pos: 0,
+        };
         let t = r.u8()?;
         let frame = match t {
             kind::HELLO => Frame::Hello {
@@ -476,7 +479,12 @@ mod tests {
 
     #[test]
     fn bad_input_names_what_is_wrong() {
-        assert!(Frame::decode(&[]).unwrap_err().message.contains("frame ends"));
+        assert!(
+            Frame::decode(&[])
+                .unwrap_err()
+                .message
+                .contains("frame ends")
+        );
         assert!(Frame::decode(&[0x77]).unwrap_err().message.contains("0x77"));
         let mut batch = Frame::Batch {
             seq: 1,

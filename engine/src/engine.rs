@@ -69,6 +69,44 @@ enum Submitted {
     Duplicate { stored_seq: u64, lsn: u64 },
 }
 
+/// A shipped batch on its way to durability ([`Engine::ship`]).
+pub struct ShipTicket {
+    inner: Arc<Inner>,
+    submitted: Submitted,
+    rows: usize,
+}
+
+impl ShipTicket {
+    /// Waits until the batch (or, for a resend, its first copy) is durable.
+    pub async fn wait(self) -> Result<Delivery> {
+        match self.submitted {
+            Submitted::Appended(ticket) => {
+                let lsn = ticket.wait().await?;
+                let c = &self.inner.counters;
+                c.rows.fetch_add(self.rows as u64, Ordering::Relaxed);
+                c.writes.fetch_add(1, Ordering::Relaxed);
+                Ok(Delivery::Stored(WriteSummary {
+                    rows: self.rows,
+                    lsn,
+                }))
+            }
+            Submitted::Duplicate { stored_seq, lsn } => {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while self.inner.wal.durable_lsn() < lsn {
+                    if let Some(cause) = self.inner.wal.poisoned() {
+                        return Err(Error::Wal(vigil_wal::Error::Poisoned { cause }));
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(Error::NotDurable { lsn });
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(Delivery::Duplicate { stored_seq })
+            }
+        }
+    }
+}
+
 /// Counters since start.
 #[derive(Debug, Default)]
 struct Counters {
@@ -236,34 +274,33 @@ impl Engine {
     }
 
     /// Commits a batch an agent shipped, exactly once per (agent, channel, sequence):
-    /// a sequence at or below the highest stored for its channel is a resend and is not
-    /// stored again (the answer waits until the earlier copy is durable). The highest
-    /// sequence per channel is logged with the batch and kept in the manifest, so it
-    /// survives restarts.
-    ///
-    /// An agent sends a channel's batches in increasing sequence order, one after the
-    /// other; a lower sequence after a higher one counts as a resend.
+    /// see [`Engine::ship`].
     pub async fn commit_shipped(&self, write: PreparedWrite, origin: &Origin) -> Result<Delivery> {
+        self.ship(write, origin)?.wait().await
+    }
+
+    /// Submits a batch an agent shipped; the ticket tells once it is durable. A sequence
+    /// at or below the highest stored for its channel is a resend and is not stored again
+    /// (its ticket waits until the earlier copy is durable). The highest sequence per
+    /// channel is logged with the batch and kept in the manifest, so it survives
+    /// restarts.
+    ///
+    /// An agent sends a channel's batches in increasing sequence order and the caller
+    /// submits them in that order; a lower sequence after a higher one counts as a
+    /// resend. Submissions are ordered, so tickets of one channel can be awaited while
+    /// the next batches are submitted.
+    pub fn ship(&self, write: PreparedWrite, origin: &Origin) -> Result<ShipTicket> {
         let rows = write.rows;
         let write = PreparedWrite {
             payload: payload::encode_origin(origin, &write.payload),
             ..write
         };
-        match self.inner.submit_shipped(write, origin)? {
-            Submitted::Appended(ticket) => {
-                let lsn = ticket.wait().await?;
-                self.inner
-                    .counters
-                    .rows
-                    .fetch_add(rows as u64, Ordering::Relaxed);
-                self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
-                Ok(Delivery::Stored(WriteSummary { rows, lsn }))
-            }
-            Submitted::Duplicate { stored_seq, lsn } => {
-                self.wait_durable(lsn).await?;
-                Ok(Delivery::Duplicate { stored_seq })
-            }
-        }
+        let submitted = self.inner.submit_shipped(write, origin)?;
+        Ok(ShipTicket {
+            inner: Arc::clone(&self.inner),
+            submitted,
+            rows,
+        })
     }
 
     /// The highest sequence stored for an agent's channel (0 if none).
@@ -274,23 +311,6 @@ impl Engine {
             .shipped
             .get(&(agent.to_string(), channel))
             .map_or(0, |&(seq, _)| seq)
-    }
-
-    /// Waits until the WAL record `lsn` is durable (a record submitted by another task).
-    async fn wait_durable(&self, lsn: u64) -> Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.inner.wal.durable_lsn() >= lsn {
-                return Ok(());
-            }
-            if let Some(cause) = self.inner.wal.poisoned() {
-                return Err(Error::Wal(vigil_wal::Error::Poisoned { cause }));
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(Error::NotDurable { lsn });
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     /// Decodes line protocol and prepares it for [`Engine::commit`]. CPU-bound: call it

@@ -31,7 +31,7 @@ mod time;
 
 pub use batch::TableBatch;
 pub use config::EngineConfig;
-pub use engine::{Delivery, Engine, EngineStats, PreparedWrite, WriteSummary};
+pub use engine::{Delivery, Engine, EngineStats, PreparedWrite, ShipTicket, WriteSummary};
 pub use error::{Error, LineError, Result};
 pub use events::{Event, normalise_severity, parse_events};
 pub use line_protocol::{FieldValue, Line, Precision, parse_lines};

@@ -12,11 +12,13 @@
 //! could exclude a series' newest row and make an older one the answer), projections
 //! may only pick columns, and the ordering must be the `ON` tags then `time DESC`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::catalog::{Session, TableProvider};
@@ -25,7 +27,9 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::logical_expr::{Distinct, DistinctOn, Expr, LogicalPlan, TableScan};
+use datafusion::logical_expr::{
+    Distinct, DistinctOn, Expr, LogicalPlan, LogicalPlanBuilder, TableScan,
+};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use vigil_engine::{ColumnKind, Engine, TIME_COLUMN};
@@ -83,23 +87,44 @@ fn rewrite(on: &DistinctOn) -> Result<Option<LogicalPlan>> {
     if !newest_first || !leading_are_on {
         return Ok(None);
     }
-    let Some((input, tags)) = cached_input(&on.input)? else {
+    let Some(found) = cached_input(&on.input, &on_columns)? else {
         return Ok(None);
     };
-    if !on_columns.iter().all(|c| tags.contains(c)) {
+    if !on_columns.iter().all(|c| found.tags.contains(c)) {
         return Ok(None);
     }
+    if let Some(grouped) = found.grouped {
+        // The scan already keeps the newest row per `ON` group: what is left of the
+        // DISTINCT ON is its order and its select list.
+        let plan = LogicalPlanBuilder::from(grouped)
+            .sort(sort.clone())?
+            .project(on.select_expr.clone())?
+            .build()?;
+        if plan.schema() == &on.schema {
+            return Ok(Some(plan));
+        }
+    }
     Ok(Some(LogicalPlan::Distinct(Distinct::On(DistinctOn {
-        input: Arc::new(input),
+        input: Arc::new(found.plan),
         ..on.clone()
     }))))
 }
 
+/// The input of a DISTINCT ON, rewritten to read the last-value cache.
+struct Cached {
+    /// Reads the newest row of every series.
+    plan: LogicalPlan,
+    /// Reads the newest row of every `ON` group: only when no filter sits between the
+    /// DISTINCT ON and the scan (a filter must see every series' row first).
+    grouped: Option<LogicalPlan>,
+    tags: HashSet<String>,
+}
+
 /// `plan` with its Vigil table scan reading the last-value cache, and the table's tags;
 /// `None` when a node on the way could change which row of a series is the newest.
-fn cached_input(plan: &LogicalPlan) -> Result<Option<(LogicalPlan, HashSet<String>)>> {
+fn cached_input(plan: &LogicalPlan, on: &HashSet<String>) -> Result<Option<Cached>> {
     let (child, check): (&LogicalPlan, Option<&Expr>) = match plan {
-        LogicalPlan::TableScan(scan) => return cached_scan(scan),
+        LogicalPlan::TableScan(scan) => return cached_scan(scan, on),
         LogicalPlan::Filter(f) => (&f.input, Some(&f.predicate)),
         LogicalPlan::SubqueryAlias(a) => (&a.input, None),
         LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
@@ -107,22 +132,29 @@ fn cached_input(plan: &LogicalPlan) -> Result<Option<(LogicalPlan, HashSet<Strin
         }
         _ => return Ok(None),
     };
-    let Some((input, tags)) = cached_input(child)? else {
+    let Some(found) = cached_input(child, on)? else {
         return Ok(None);
     };
     if let Some(predicate) = check
         && !predicate
             .column_refs()
             .iter()
-            .all(|c| tags.contains(&c.name))
+            .all(|c| found.tags.contains(&c.name))
     {
         return Ok(None);
     }
-    let new = plan.with_new_exprs(plan.expressions(), vec![input])?;
-    Ok(Some((new, tags)))
+    let grouped = match found.grouped {
+        Some(g) if check.is_none() => Some(plan.with_new_exprs(plan.expressions(), vec![g])?),
+        _ => None,
+    };
+    Ok(Some(Cached {
+        plan: plan.with_new_exprs(plan.expressions(), vec![found.plan])?,
+        grouped,
+        tags: found.tags,
+    }))
 }
 
-fn cached_scan(scan: &TableScan) -> Result<Option<(LogicalPlan, HashSet<String>)>> {
+fn cached_scan(scan: &TableScan, on: &HashSet<String>) -> Result<Option<Cached>> {
     if !scan.filters.is_empty() || scan.fetch.is_some() {
         return Ok(None);
     }
@@ -144,16 +176,25 @@ fn cached_scan(scan: &TableScan) -> Result<Option<(LogicalPlan, HashSet<String>)
     if tags.is_empty() {
         return Ok(None);
     }
-    let cached = LastValuesTable {
-        engine: Arc::clone(table.engine()),
-        name: table.name().to_string(),
-        schema: table.schema(),
+    let with = |group_by: Option<Vec<String>>| {
+        let cached = LastValuesTable {
+            engine: Arc::clone(table.engine()),
+            name: table.name().to_string(),
+            schema: table.schema(),
+            group_by,
+        };
+        LogicalPlan::TableScan(TableScan {
+            source: provider_as_source(Arc::new(cached)),
+            ..scan.clone()
+        })
     };
-    let scan = TableScan {
-        source: provider_as_source(Arc::new(cached)),
-        ..scan.clone()
-    };
-    Ok(Some((LogicalPlan::TableScan(scan), tags)))
+    let mut on: Vec<String> = on.iter().cloned().collect();
+    on.sort();
+    Ok(Some(Cached {
+        plan: with(None),
+        grouped: Some(with(Some(on))),
+        tags,
+    }))
 }
 
 /// The newest row of every series of a table, from the engine's last-value cache.
@@ -161,6 +202,8 @@ pub(crate) struct LastValuesTable {
     engine: Arc<Engine>,
     name: String,
     schema: SchemaRef,
+    /// Keep only the newest row per combination of these tags.
+    group_by: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for LastValuesTable {
@@ -196,6 +239,10 @@ impl TableProvider for LastValuesTable {
             .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?;
         let rows = planned_columns(&self.schema, &rows)?;
         let series = rows.num_rows();
+        let rows = match &self.group_by {
+            Some(columns) => newest_per_group(&rows, columns)?,
+            None => rows,
+        };
         let memory = MemorySourceConfig::try_new_exec(
             &[vec![rows]],
             Arc::clone(&self.schema),
@@ -204,7 +251,7 @@ impl TableProvider for LastValuesTable {
         Ok(Arc::new(VigilScanExec::new(
             memory,
             Vec::new(),
-            ScanInfo::last_values(&self.name, series),
+            ScanInfo::last_values(&self.name, series, self.group_by.clone()),
         )))
     }
 }
@@ -222,4 +269,36 @@ fn planned_columns(schema: &SchemaRef, rows: &RecordBatch) -> Result<RecordBatch
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The newest row (largest `time`, the later row on ties) of each combination of the
+/// `columns` values in `rows`.
+fn newest_per_group(rows: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
+    let time = rows
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| DataFusionError::Internal("last-value rows lack time".into()))?;
+    let keys = columns
+        .iter()
+        .map(|c| {
+            rows.column_by_name(c).cloned().ok_or_else(|| {
+                DataFusionError::Internal(format!("last-value rows lack column '{c}'"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fields = keys
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let converted = RowConverter::new(fields)?.convert_columns(&keys)?;
+    let mut newest: HashMap<&[u8], u32> = HashMap::new();
+    for i in 0..converted.num_rows() {
+        let slot = newest.entry(converted.row(i).data()).or_insert(i as u32);
+        if time.value(i) >= time.value(*slot as usize) {
+            *slot = i as u32;
+        }
+    }
+    let mut indices: Vec<u32> = newest.into_values().collect();
+    indices.sort_unstable();
+    Ok(take_record_batch(rows, &UInt32Array::from(indices))?)
 }

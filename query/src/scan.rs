@@ -28,12 +28,12 @@ pub(crate) struct ScanInfo {
     pub(crate) buffered: usize,
     pub(crate) total_buffered: usize,
     pub(crate) dedup_groups: usize,
-    /// Read from the last-value cache: this many series.
-    pub(crate) last_values: Option<usize>,
+    /// Read from the last-value cache: this many series, newest per these tags.
+    pub(crate) last_values: Option<(usize, Option<Vec<String>>)>,
 }
 
 impl ScanInfo {
-    pub(crate) fn last_values(table: &str, series: usize) -> Self {
+    pub(crate) fn last_values(table: &str, series: usize, group_by: Option<Vec<String>>) -> Self {
         Self {
             table: table.to_string(),
             files: 0,
@@ -41,7 +41,7 @@ impl ScanInfo {
             buffered: 0,
             total_buffered: 0,
             dedup_groups: 0,
-            last_values: Some(series),
+            last_values: Some((series, group_by)),
         }
     }
 }
@@ -81,12 +81,16 @@ impl VigilScanExec {
 impl DisplayAs for VigilScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.info;
-        if let Some(series) = i.last_values {
-            return write!(
+        if let Some((series, group_by)) = &i.last_values {
+            write!(
                 f,
                 "VigilScanExec: table={}, last_value_cache: series={series}",
                 i.table
-            );
+            )?;
+            if let Some(tags) = group_by {
+                write!(f, ", newest per {}", tags.join(", "))?;
+            }
+            return Ok(());
         }
         write!(
             f,

@@ -1,0 +1,713 @@
+//! The QUIC ingest server (`vigil/1`, specified in `docs/protocol.md`).
+//!
+//! A connection starts with a control stream carrying `HELLO` (token, agent id) and
+//! `WELCOME`. Each further bidirectional stream is one channel: `OPEN`, `RESUME` (the
+//! highest sequence already stored), then `BATCH` frames answered in order by `ACK`,
+//! `REJECT`, `BUSY` or `ERROR`. Batches of a stream are submitted to the engine in order
+//! while earlier ones wait for their fsync, so a stream keeps several batches in flight.
+//! Memory per connection is bounded by the QUIC windows and the stream limits set here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, RecvStream, SendStream, VarInt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+use vigil_engine::{Delivery, Engine, Error as EngineError, Origin, ShipTicket};
+
+use crate::auth::Tokens;
+use crate::protocol::{self, DecodeError, Format, Frame, Precision, code};
+
+/// Settings of the QUIC listener.
+#[derive(Debug, Clone)]
+pub struct QuicConfig {
+    /// UDP address; default `127.0.0.1:7071`.
+    pub addr: SocketAddr,
+    /// Certificate chain and key (PEM). Without them, a self-signed certificate is
+    /// created on first start in `<data-dir>/tls/` and reused afterwards.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// Largest frame accepted (the `length` field); default 8 MiB.
+    pub max_frame: u32,
+    /// Batches a client may send on a stream before their answers; default 8.
+    pub max_in_flight: u16,
+    /// Streams (channels) a connection may have open at once; default 16.
+    pub max_streams: u32,
+    /// Connections at once; more are refused. Default 4,096.
+    pub max_connections: usize,
+    /// Bytes a peer may send on one stream / one connection ahead of the server's reads.
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// Close connections silent for this long (agents send keep-alives); default 60 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            cert: None,
+            key: None,
+            client_ca: None,
+            max_frame: protocol::DEFAULT_MAX_FRAME,
+            max_in_flight: protocol::DEFAULT_MAX_IN_FLIGHT,
+            max_streams: 16,
+            max_connections: 4096,
+            stream_window: 1024 * 1024,
+            connection_window: 2 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of the QUIC listener, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct QuicStats {
+    pub connections: AtomicUsize,
+    pub connections_total: AtomicU64,
+    pub refused_auth: AtomicU64,
+    pub batches: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+    pub busy: AtomicU64,
+    pub rows: AtomicU64,
+}
+
+/// Errors starting the listener.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}/udp: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The server certificate in use and its SHA-256 fingerprint (`AB:CD:...`).
+pub struct ServerIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub fingerprint: String,
+    /// Where the certificate is (for clients to pin with `--ca`).
+    pub cert_path: PathBuf,
+}
+
+/// Path of the self-signed certificate in a data directory.
+pub fn self_signed_cert_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("server.crt")
+}
+
+/// Loads the configured certificate, or the data directory's self-signed one (created
+/// on first use, for `localhost`, `127.0.0.1` and `::1`).
+pub fn server_identity(config: &QuicConfig, data_dir: &Path) -> Result<ServerIdentity, QuicError> {
+    let (cert_path, key_path) = match (&config.cert, &config.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (None, None) => {
+            let cert = self_signed_cert_path(data_dir);
+            let key = data_dir.join("tls").join("server.key");
+            if !cert.exists() || !key.exists() {
+                create_self_signed(&cert, &key)?;
+            }
+            (cert, key)
+        }
+        _ => {
+            return Err(QuicError::Tls(
+                "give both a certificate and its key, or neither".into(),
+            ));
+        }
+    };
+    let chain = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| QuicError::Tls(format!("{}: {e}", cert_path.display())))?;
+    let Some(first) = chain.first() else {
+        return Err(QuicError::Tls(format!(
+            "{}: no certificate in the file",
+            cert_path.display()
+        )));
+    };
+    let fingerprint = fingerprint(first);
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| QuicError::Tls(format!("{}: {e}", key_path.display())))?;
+    Ok(ServerIdentity {
+        chain,
+        key,
+        fingerprint,
+        cert_path,
+    })
+}
+
+/// SHA-256 of a certificate's DER bytes, as colon-separated hex.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn create_self_signed(cert: &Path, key: &Path) -> Result<(), QuicError> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| QuicError::Tls(e.to_string()))?;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| QuicError::Io { path, source }
+    };
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    write_private(key, certified.signing_key.serialize_pem().as_bytes()).map_err(io(key))?;
+    std::fs::write(cert, certified.cert.pem()).map_err(io(cert))?;
+    tracing::info!(cert = %cert.display(), "created a self-signed QUIC certificate");
+    Ok(())
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The QUIC listener: bound, not yet accepting.
+pub struct QuicServer {
+    endpoint: Endpoint,
+    engine: Arc<Engine>,
+    tokens: Arc<Tokens>,
+    config: QuicConfig,
+    stats: Arc<QuicStats>,
+}
+
+impl QuicServer {
+    /// Binds the UDP socket with the TLS identity and transport limits of `config`.
+    pub fn bind(
+        config: QuicConfig,
+        identity: ServerIdentity,
+        engine: Arc<Engine>,
+        tokens: Arc<Tokens>,
+        stats: Arc<QuicStats>,
+    ) -> Result<Self, QuicError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| QuicError::Tls(e.to_string()))?;
+        let builder = match &config.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?
+                {
+                    let cert =
+                        cert.map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| QuicError::Tls(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut tls = builder
+            .with_single_cert(identity.chain, identity.key)
+            .map_err(|e| QuicError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+        let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams + 1))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(VarInt::from_u32(config.stream_window))
+            .receive_window(VarInt::from_u32(config.connection_window))
+            .send_window(u64::from(config.connection_window))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(config.idle_timeout)
+                    .map_err(|e| QuicError::Tls(format!("idle timeout: {e}")))?,
+            ));
+        server.transport_config(Arc::new(transport));
+        let endpoint = Endpoint::server(server, config.addr).map_err(|source| QuicError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+        Ok(Self {
+            endpoint,
+            engine,
+            tokens,
+            config,
+            stats,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` resolves, then closes them.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Self {
+            endpoint,
+            engine,
+            tokens,
+            config,
+            stats,
+        } = self;
+        let config = Arc::new(config);
+        tokio::pin!(shutdown);
+        loop {
+            let incoming = tokio::select! {
+                _ = &mut shutdown => break,
+                i = endpoint.accept() => match i {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            if stats.connections.load(Ordering::Relaxed) >= config.max_connections {
+                tracing::warn!(remote = %incoming.remote_address(), "QUIC connection refused: too many connections");
+                incoming.refuse();
+                continue;
+            }
+            let conn = Conn {
+                engine: Arc::clone(&engine),
+                tokens: Arc::clone(&tokens),
+                config: Arc::clone(&config),
+                stats: Arc::clone(&stats),
+            };
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(connection) => conn.run(connection).await,
+                    Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+                }
+            });
+        }
+        endpoint.close(
+            VarInt::from_u32(u32::from(code::UNAVAILABLE)),
+            b"server shutting down",
+        );
+        endpoint.wait_idle().await;
+    }
+}
+
+struct Conn {
+    engine: Arc<Engine>,
+    tokens: Arc<Tokens>,
+    config: Arc<QuicConfig>,
+    stats: Arc<QuicStats>,
+}
+
+/// Decrements the open-connection gauge when the connection ends.
+struct Gauge(Arc<QuicStats>);
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Conn {
+    async fn run(self, connection: quinn::Connection) {
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        let _gauge = Gauge(Arc::clone(&self.stats));
+        let remote = connection.remote_address();
+        let agent = match tokio::time::timeout(Duration::from_secs(10), self.handshake(&connection))
+            .await
+        {
+            Ok(Ok(agent)) => agent,
+            Ok(Err((code, message))) => {
+                tracing::info!(%remote, code, %message, "QUIC handshake refused");
+                connection.close(VarInt::from_u32(u32::from(code)), message.as_bytes());
+                return;
+            }
+            Err(_) => {
+                connection.close(
+                    VarInt::from_u32(u32::from(code::UNEXPECTED)),
+                    b"no HELLO within 10 s",
+                );
+                return;
+            }
+        };
+        tracing::info!(%remote, %agent, "agent connected");
+        let agent: Arc<str> = agent.into();
+        loop {
+            let (send, recv) = match connection.accept_bi().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(%remote, agent = %agent, reason = %e, "agent disconnected");
+                    return;
+                }
+            };
+            let channel = Channel {
+                engine: Arc::clone(&self.engine),
+                config: Arc::clone(&self.config),
+                stats: Arc::clone(&self.stats),
+                agent: Arc::clone(&agent),
+            };
+            let agent = Arc::clone(&agent);
+            tokio::spawn(async move {
+                if let Err(e) = channel.run(send, recv).await {
+                    tracing::debug!(agent = %agent, error = %e.message, "channel closed");
+                }
+            });
+        }
+    }
+
+    /// Reads `HELLO` on the first stream, checks version, token and agent id, answers
+    /// `WELCOME`. The stream then stays open, unused, until the connection ends.
+    async fn handshake(&self, connection: &quinn::Connection) -> Result<String, (u16, String)> {
+        let (mut send, mut recv) = connection
+            .accept_bi()
+            .await
+            .map_err(|e| (code::UNEXPECTED, e.to_string()))?;
+        let frame = read_frame(&mut recv, 64 * 1024)
+            .await
+            .map_err(|e| (e.code, e.message))?
+            .ok_or((code::UNEXPECTED, "stream ended before HELLO".to_string()))?;
+        let Frame::Hello {
+            version,
+            token,
+            agent,
+        } = frame
+        else {
+            return Err((code::UNEXPECTED, "the first frame must be HELLO".into()));
+        };
+        let refuse = |code: u16, message: String| (code, message);
+        if version != protocol::VERSION {
+            let m = format!(
+                "protocol version {version} is not supported; this server speaks {}",
+                protocol::VERSION
+            );
+            let _ = write_frame(
+                &mut send,
+                &Frame::Error {
+                    code: code::VERSION,
+                    message: m.clone(),
+                },
+            )
+            .await;
+            return Err(refuse(code::VERSION, m));
+        }
+        if !self.tokens.allows_ingest(&token) {
+            self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
+            let m = "unknown or expired token".to_string();
+            let _ = write_frame(
+                &mut send,
+                &Frame::Error {
+                    code: code::UNAUTHORIZED,
+                    message: m.clone(),
+                },
+            )
+            .await;
+            return Err(refuse(code::UNAUTHORIZED, m));
+        }
+        if let Err(e) = protocol::check_agent(&agent) {
+            let _ = write_frame(
+                &mut send,
+                &Frame::Error {
+                    code: e.code,
+                    message: e.message.clone(),
+                },
+            )
+            .await;
+            return Err(refuse(e.code, e.message));
+        }
+        write_frame(
+            &mut send,
+            &Frame::Welcome {
+                version: protocol::VERSION,
+                max_frame: self.config.max_frame,
+                max_in_flight: self.config.max_in_flight,
+            },
+        )
+        .await
+        .map_err(|e| (code::UNEXPECTED, e.message))?;
+        Ok(agent)
+    }
+}
+
+/// One stream: one channel of one agent.
+struct Channel {
+    engine: Arc<Engine>,
+    config: Arc<QuicConfig>,
+    stats: Arc<QuicStats>,
+    agent: Arc<str>,
+}
+
+/// An answer on its way: ready now, or once a batch is durable.
+enum Pending {
+    Now(Frame),
+    Ticket {
+        seq: u64,
+        rows: usize,
+        ticket: ShipTicket,
+    },
+}
+
+impl Channel {
+    async fn run(self, mut send: SendStream, mut recv: RecvStream) -> Result<(), DecodeError> {
+        let max = self.config.max_frame;
+        let channel = match read_frame(&mut recv, max).await? {
+            Some(Frame::Open { channel }) => channel,
+            Some(_) => {
+                return self
+                    .fail(
+                        &mut send,
+                        code::UNEXPECTED,
+                        "a stream must start with OPEN".into(),
+                    )
+                    .await;
+            }
+            None => return Ok(()),
+        };
+        let stored_seq = self.engine.shipped_seq(&self.agent, channel);
+        write_frame(
+            &mut send,
+            &Frame::Resume {
+                channel,
+                stored_seq,
+            },
+        )
+        .await?;
+        // Answers leave in the order of the batches; at most max_in_flight wait.
+        let (tx, mut rx) = mpsc::channel::<Pending>(usize::from(self.config.max_in_flight.max(1)));
+        let stats = Arc::clone(&self.stats);
+        let writer = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let frame = match p {
+                    Pending::Now(f) => f,
+                    Pending::Ticket { seq, rows, ticket } => match ticket.wait().await {
+                        Ok(Delivery::Stored(_)) => {
+                            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+                            Frame::Ack {
+                                seq,
+                                duplicate: false,
+                                rows: rows as u32,
+                            }
+                        }
+                        Ok(Delivery::Duplicate { .. }) => {
+                            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            Frame::Ack {
+                                seq,
+                                duplicate: true,
+                                rows: 0,
+                            }
+                        }
+                        Err(e) => Frame::Error {
+                            code: code::UNAVAILABLE,
+                            message: format!("batch {seq} could not be stored: {e}"),
+                        },
+                    },
+                };
+                let last = matches!(frame, Frame::Busy { .. } | Frame::Error { .. });
+                if write_frame(&mut send, &frame).await.is_err() || last {
+                    break;
+                }
+            }
+            let _ = send.finish();
+            // Let the peer read the last answers before the stream state goes.
+            let _ = send.stopped().await;
+        });
+        loop {
+            let frame = match read_frame(&mut recv, max).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx
+                        .send(Pending::Now(Frame::Error {
+                            code: e.code,
+                            message: e.message,
+                        }))
+                        .await;
+                    break;
+                }
+            };
+            let Frame::Batch { seq, format, body } = frame else {
+                let _ = tx
+                    .send(Pending::Now(Frame::Error {
+                        code: code::UNEXPECTED,
+                        message: "only BATCH frames may follow OPEN".into(),
+                    }))
+                    .await;
+                break;
+            };
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            let (pending, stop) = self.submit(channel, seq, format, body).await;
+            if tx.send(pending).await.is_err() || stop {
+                break;
+            }
+        }
+        drop(tx);
+        let _ = writer.await;
+        Ok(())
+    }
+
+    /// Decodes and submits one batch. `true` with the answer: stop reading the stream
+    /// (the batch could not be stored for a reason that may pass; later batches must not
+    /// overtake it).
+    async fn submit(
+        &self,
+        channel: u32,
+        seq: u64,
+        format: Format,
+        body: Vec<u8>,
+    ) -> (Pending, bool) {
+        let engine = Arc::clone(&self.engine);
+        let prepared = tokio::task::spawn_blocking(move || match format {
+            Format::LineProtocol(p) => engine.prepare_line_protocol(&body, precision(p)),
+            Format::Events => engine.prepare_events(&body),
+        })
+        .await;
+        let prepared = match prepared {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return (self.reject(seq, &e), false),
+            Err(e) => {
+                return (
+                    Pending::Now(Frame::Error {
+                        code: code::UNAVAILABLE,
+                        message: format!("batch {seq}: {e}"),
+                    }),
+                    true,
+                );
+            }
+        };
+        let rows = prepared.rows();
+        let origin = Origin {
+            agent: self.agent.to_string(),
+            channel,
+            seq,
+        };
+        match self.engine.ship(prepared, &origin) {
+            Ok(ticket) => (Pending::Ticket { seq, rows, ticket }, false),
+            Err(EngineError::Overloaded { .. }) => {
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                (
+                    Pending::Now(Frame::Busy {
+                        seq,
+                        retry_after_ms: 500,
+                    }),
+                    true,
+                )
+            }
+            Err(e @ (EngineError::TypeConflict { .. } | EngineError::InvalidName { .. })) => {
+                (self.reject(seq, &e), false)
+            }
+            Err(e) => (
+                Pending::Now(Frame::Error {
+                    code: code::UNAVAILABLE,
+                    message: format!("batch {seq} could not be stored: {e}"),
+                }),
+                true,
+            ),
+        }
+    }
+
+    fn reject(&self, seq: u64, e: &EngineError) -> Pending {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        Pending::Now(Frame::Reject {
+            seq,
+            code: code::BAD_DATA,
+            message: e.to_string(),
+        })
+    }
+
+    async fn fail(
+        &self,
+        send: &mut SendStream,
+        code: u16,
+        message: String,
+    ) -> Result<(), DecodeError> {
+        write_frame(send, &Frame::Error { code, message }).await?;
+        let _ = send.finish();
+        Ok(())
+    }
+}
+
+fn precision(p: Precision) -> vigil_engine::Precision {
+    match p {
+        Precision::Nanoseconds => vigil_engine::Precision::Nanoseconds,
+        Precision::Microseconds => vigil_engine::Precision::Microseconds,
+        Precision::Milliseconds => vigil_engine::Precision::Milliseconds,
+        Precision::Seconds => vigil_engine::Precision::Seconds,
+    }
+}
+
+/// Reads one frame; `None` when the stream ends cleanly at a frame boundary.
+pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>, DecodeError> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return Err(DecodeError {
+                code: code::MALFORMED,
+                message: format!("stream ended inside a frame length ({n} of 4 bytes)"),
+            });
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => {
+            return Err(DecodeError {
+                code: code::UNEXPECTED,
+                message: e.to_string(),
+            });
+        }
+    }
+    let len = u32::from_be_bytes(len);
+    if len > max {
+        return Err(DecodeError {
+            code: code::TOO_LARGE,
+            message: format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+        });
+    }
+    if len == 0 {
+        return Err(DecodeError {
+            code: code::MALFORMED,
+            message: "frame length 0: a frame has at least a type byte".into(),
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    recv.read_exact(&mut body).await.map_err(|e| DecodeError {
+        code: code::MALFORMED,
+        message: format!("stream ended inside a frame of {len} bytes: {e}"),
+    })?;
+    Frame::decode(&body).map(Some)
+}
+
+/// Writes one frame.
+pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), DecodeError> {
+    send.write_all(&frame.to_bytes())
+        .await
+        .map_err(|e| DecodeError {
+            code: code::UNEXPECTED,
+            message: e.to_string(),
+        })
+}

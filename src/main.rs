@@ -3,6 +3,7 @@
 mod config;
 mod query_cmd;
 mod serve;
+mod ship;
 
 use clap::{Parser, Subcommand};
 
@@ -24,10 +25,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (HTTP ingest) on a data directory.
+    /// Run the server (HTTP and QUIC ingest, SQL) on a data directory.
     Serve(Box<config::ServeArgs>),
     /// Run SQL on a running server and print the result.
     Query(query_cmd::QueryArgs),
+    /// Ship log lines, events or line protocol to a server over QUIC (the agent).
+    Ship(Box<ship::ShipArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Query(args) => query_cmd::run(args),
+        Command::Ship(args) => ship::run(*args),
     }
 }

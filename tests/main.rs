@@ -2,4 +2,5 @@
 
 mod cli;
 mod crash;
+mod quic;
 mod server;

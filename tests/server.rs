@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) url: String,
+    pub(crate) quic: std::net::SocketAddr,
+}
+
+pub(crate) fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -21,12 +30,25 @@ pub(crate) fn free_port() -> u16 {
 impl Server {
     /// Starts `vigil serve` and waits until `/health` answers.
     pub(crate) async fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Self::start_with_quic(data_dir, port, free_udp_port(), extra).await
+    }
+
+    /// [`Server::start`] with QUIC on `quic_port`.
+    pub(crate) async fn start_with_quic(
+        data_dir: &Path,
+        port: u16,
+        quic_port: u16,
+        extra: &[&str],
+    ) -> Server {
+        let quic = std::net::SocketAddr::from(([127, 0, 0, 1], quic_port));
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--quic-addr")
+            .arg(quic.to_string())
             .args(extra)
             .env("VIGIL_LOG", "warn")
             .stdout(Stdio::null())
@@ -36,6 +58,7 @@ impl Server {
         let server = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            quic,
         };
         server.wait_healthy().await;
         server

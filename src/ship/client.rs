@@ -1,0 +1,261 @@
+//! Sending the spool over QUIC: connect, `HELLO`, one channel stream, batches in order
+//! with several in flight, acknowledgements back; on any failure, reconnect with backoff
+//! and send again from the first unacknowledged batch.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use parking_lot::Mutex;
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Endpoint, VarInt};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::Notify;
+use vigil_api::protocol::{self, Frame, code};
+use vigil_api::quic::{read_frame, write_frame};
+
+use super::Stats;
+use super::spool::Spool;
+
+/// The channel `vigil ship` sends on: one ordered stream for all its inputs.
+pub(crate) const CHANNEL: u32 = 0;
+
+pub(crate) struct Client {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) server: SocketAddr,
+    pub(crate) server_name: String,
+    pub(crate) token: String,
+    pub(crate) agent: String,
+    pub(crate) spool: Arc<Mutex<Spool>>,
+    pub(crate) notify: Arc<Notify>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// How a session ended.
+enum End {
+    /// Input finished and everything is acknowledged.
+    Finished,
+    /// Try again after this long.
+    Retry(Duration, String),
+}
+
+/// A QUIC client endpoint trusting the certificates in `ca` (PEM).
+pub(crate) fn endpoint(ca: &Path, server: SocketAddr) -> anyhow::Result<Endpoint> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading CA certificate {}", ca.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("reading {}", ca.display()))?)
+            .with_context(|| format!("using {} as a trust root", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    let bind: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let mut endpoint = Endpoint::client(bind).context("opening a UDP socket")?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+impl Client {
+    /// Sends until the input is finished and every batch is acknowledged.
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.session(&mut backoff).await {
+                Ok(End::Finished) => return Ok(()),
+                Ok(End::Retry(wait, why)) => {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    *self.stats.last_error.lock() = Some(why);
+                    let wait = wait.max(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+    }
+
+    fn input_done(&self) -> bool {
+        self.stats.input_done.load(Ordering::SeqCst)
+    }
+
+    async fn session(&self, backoff: &mut Duration) -> anyhow::Result<End> {
+        let retry = |e: &dyn std::fmt::Display| Ok(End::Retry(Duration::ZERO, e.to_string()));
+        let connecting = match self.endpoint.connect(self.server, &self.server_name) {
+            Ok(c) => c,
+            Err(e) => bail!("cannot connect to {}: {e}", self.server),
+        };
+        let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return retry(&e),
+            Err(_) => return retry(&"connection timed out"),
+        };
+        let (mut ctl_send, mut ctl_recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => return retry(&e),
+        };
+        let hello = Frame::Hello {
+            version: protocol::VERSION,
+            token: self.token.clone(),
+            agent: self.agent.clone(),
+        };
+        if let Err(e) = write_frame(&mut ctl_send, &hello).await {
+            return retry(&e);
+        }
+        let max_in_flight = match read_frame(&mut ctl_recv, 1 << 20).await {
+            Ok(Some(Frame::Welcome { max_in_flight, .. })) => usize::from(max_in_flight.max(1)),
+            Ok(Some(Frame::Error {
+                code: code::UNAUTHORIZED | code::VERSION | code::BAD_AGENT,
+                message,
+            })) => {
+                bail!("the server refused the agent: {message}");
+            }
+            Ok(Some(f)) => return retry(&format!("unexpected answer to HELLO: {f:?}")),
+            Ok(None) => return retry(&"the server closed the handshake"),
+            Err(e) => return retry(&e),
+        };
+        let (mut send, mut recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => return retry(&e),
+        };
+        if let Err(e) = write_frame(&mut send, &Frame::Open { channel: CHANNEL }).await {
+            return retry(&e);
+        }
+        let stored = match read_frame(&mut recv, 1 << 20).await {
+            Ok(Some(Frame::Resume { stored_seq, .. })) => stored_seq,
+            Ok(Some(f)) => return retry(&format!("unexpected answer to OPEN: {f:?}")),
+            Ok(None) => return retry(&"the server closed the stream"),
+            Err(e) => return retry(&e),
+        };
+        self.spool.lock().number_after(stored);
+        self.ack_through(stored);
+        *backoff = Duration::from_millis(100);
+        self.stats.connected.store(true, Ordering::Relaxed);
+        let result = self.pump(&mut send, &mut recv, stored, max_in_flight).await;
+        self.stats.connected.store(false, Ordering::Relaxed);
+        match &result {
+            Ok(End::Finished) => {
+                let _ = send.finish();
+                conn.close(VarInt::from_u32(0), b"done");
+                self.endpoint.wait_idle().await;
+            }
+            _ => conn.close(VarInt::from_u32(0), b"reconnecting"),
+        }
+        result
+    }
+
+    fn ack_through(&self, seq: u64) {
+        let mut spool = self.spool.lock();
+        let before = spool.unacked().0;
+        spool.ack_through(seq);
+        let after = spool.unacked().0;
+        self.stats
+            .batches_acked
+            .fetch_add((before - after) as u64, Ordering::Relaxed);
+    }
+
+    async fn pump(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        stored: u64,
+        max_in_flight: usize,
+    ) -> anyhow::Result<End> {
+        let retry = |e: &dyn std::fmt::Display| Ok(End::Retry(Duration::ZERO, e.to_string()));
+        let mut sent_upto = stored.max(
+            self.spool
+                .lock()
+                .first_unacked()
+                .map_or(stored, |s| s.saturating_sub(1)),
+        );
+        let mut in_flight = 0usize;
+        loop {
+            if in_flight < max_in_flight {
+                let records = self
+                    .spool
+                    .lock()
+                    .after(sent_upto, max_in_flight - in_flight);
+                for r in records {
+                    let format = match protocol_format(r.format) {
+                        Some(f) => f,
+                        None => bail!("spool record {} has unknown format {}", r.seq, r.format),
+                    };
+                    let frame = Frame::Batch {
+                        seq: r.seq,
+                        format,
+                        body: r.body.clone(),
+                    };
+                    if let Err(e) = write_frame(send, &frame).await {
+                        return retry(&e);
+                    }
+                    sent_upto = r.seq;
+                    in_flight += 1;
+                    self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .lines_sent
+                        .fetch_add(r.lines as u64, Ordering::Relaxed);
+                }
+            }
+            if in_flight == 0 && self.input_done() && self.spool.lock().unacked().0 == 0 {
+                return Ok(End::Finished);
+            }
+            let notified = self.notify.notified();
+            tokio::select! {
+                frame = read_frame(recv, 1 << 20), if in_flight > 0 => match frame {
+                    Ok(Some(Frame::Ack { seq, .. })) => {
+                        in_flight -= 1;
+                        self.ack_through(seq);
+                    }
+                    Ok(Some(Frame::Reject { seq, message, .. })) => {
+                        in_flight -= 1;
+                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("vigil ship: batch {seq} rejected by the server (not resent): {message}");
+                        self.ack_through(seq);
+                    }
+                    Ok(Some(Frame::Busy { retry_after_ms, .. })) => {
+                        self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                        return Ok(End::Retry(
+                            Duration::from_millis(u64::from(retry_after_ms)),
+                            "server busy".into(),
+                        ));
+                    }
+                    Ok(Some(Frame::Error { message, .. })) => return retry(&message),
+                    Ok(Some(f)) => return retry(&format!("unexpected frame {f:?}")),
+                    Ok(None) => return retry(&"the server closed the stream"),
+                    Err(e) => return retry(&e),
+                },
+                () = notified => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+fn protocol_format(b: u8) -> Option<protocol::Format> {
+    use protocol::{Format, Precision};
+    Some(match b {
+        1 => Format::LineProtocol(Precision::Nanoseconds),
+        2 => Format::LineProtocol(Precision::Microseconds),
+        3 => Format::LineProtocol(Precision::Milliseconds),
+        4 => Format::LineProtocol(Precision::Seconds),
+        5 => Format::Events,
+        _ => return None,
+    })
+}

@@ -1,0 +1,508 @@
+//! `vigil ship`: the agent. Reads stdin or tails files, batches lines, spools every
+//! batch durably, and sends the spool to a server over QUIC until each batch is
+//! acknowledged. Every line read reaches the store once, across restarts of either side.
+
+mod client;
+mod input;
+mod spool;
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use crossbeam_channel::RecvTimeoutError;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use vigil_api::auth::admin_token_path;
+use vigil_api::quic::self_signed_cert_path;
+
+use input::{Input, LineFormat, Shaper};
+use spool::{FilePos, Spool};
+
+/// Flags of `vigil ship`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShipArgs {
+    /// Files to tail; stdin when none.
+    pub(crate) files: Vec<PathBuf>,
+    /// Server QUIC address.
+    #[arg(long, env = "VIGIL_SERVER", default_value = "127.0.0.1:7071")]
+    pub(crate) server: String,
+    /// How to read lines.
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: LineFormat,
+    /// Line-protocol timestamp precision: ns, us, ms or s.
+    #[arg(long, default_value = "ns")]
+    pub(crate) precision: String,
+    /// Set on events that lack them.
+    #[arg(long)]
+    pub(crate) service: Option<String>,
+    #[arg(long)]
+    pub(crate) environment: Option<String>,
+    #[arg(long)]
+    pub(crate) component: Option<String>,
+    #[arg(long)]
+    pub(crate) system_id: Option<String>,
+    #[arg(long)]
+    pub(crate) event_type: Option<String>,
+    /// CA certificate (PEM) to trust the server with, e.g. its self-signed certificate.
+    #[arg(long)]
+    pub(crate) ca: Option<PathBuf>,
+    /// The server's data directory, when it runs on this machine: its certificate and
+    /// admin token are taken from there.
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Token to send [default: <data-dir>/admin.token].
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Spool directory: batches wait here until acknowledged.
+    #[arg(long, env = "VIGIL_SPOOL", default_value = "vigil-spool")]
+    pub(crate) spool: PathBuf,
+    /// Agent id [default: made on first start, `<hostname>-<random>`, kept in the spool].
+    #[arg(long)]
+    pub(crate) agent_id: Option<String>,
+    /// Send a batch at this many lines...
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) batch_lines: usize,
+    /// ... or this many bytes ...
+    #[arg(long, default_value = "1MiB")]
+    pub(crate) batch_size: bytesize::ByteSize,
+    /// ... or when its first line is this old.
+    #[arg(long, default_value = "200ms")]
+    pub(crate) batch_wait: humantime::Duration,
+    /// Stop reading new lines while this much is spooled and unacknowledged.
+    #[arg(long, default_value = "256MiB")]
+    pub(crate) spool_limit: bytesize::ByteSize,
+    /// Read files to their end and exit once everything is acknowledged, instead of
+    /// following them.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Also send this machine's metrics (`system` measurement) at this interval.
+    #[arg(long)]
+    pub(crate) host_metrics: Option<humantime::Duration>,
+}
+
+/// Counters shown in the status line.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) lines_read: AtomicU64,
+    pub(crate) batches_spooled: AtomicU64,
+    pub(crate) batches_sent: AtomicU64,
+    pub(crate) lines_sent: AtomicU64,
+    pub(crate) batches_acked: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) busy: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) input_done: AtomicBool,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
+    let server = resolve(&args.server)?;
+    let server_name = args
+        .server
+        .rsplit_once(':')
+        .map_or(args.server.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let ca = match (&args.ca, &args.data_dir) {
+        (Some(ca), _) => ca.clone(),
+        (None, Some(dir)) => self_signed_cert_path(dir),
+        (None, None) => bail!(
+            "give --ca (the server's certificate) or --data-dir (the server's data directory)"
+        ),
+    };
+    let token = match (&args.token, &args.data_dir) {
+        (Some(t), _) => t.clone(),
+        (None, Some(dir)) => std::fs::read_to_string(admin_token_path(dir))
+            .with_context(|| format!("reading the admin token in {}", dir.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("give --token (or VIGIL_TOKEN) or --data-dir"),
+    };
+    let format_byte = match args.format {
+        LineFormat::Lp => match args.precision.as_str() {
+            "ns" | "n" => 1,
+            "us" | "u" => 2,
+            "ms" => 3,
+            "s" => 4,
+            other => bail!("invalid precision '{other}': expected ns, us, ms or s"),
+        },
+        LineFormat::Ndjson | LineFormat::Text => 5,
+    };
+    let mut fields = Map::new();
+    for (k, v) in [
+        ("service", &args.service),
+        ("environment", &args.environment),
+        ("component", &args.component),
+        ("system_id", &args.system_id),
+        ("event_type", &args.event_type),
+    ] {
+        if let Some(v) = v {
+            fields.insert(k.into(), Value::String(v.clone()));
+        }
+    }
+    let shaper = Shaper {
+        kind: args.format,
+        fields,
+    };
+    let spool = Spool::open(&args.spool)?;
+    let agent = match &args.agent_id {
+        Some(a) => a.clone(),
+        None => agent_id(&args.spool)?,
+    };
+    vigil_api::protocol::check_agent(&agent).map_err(|e| anyhow::anyhow!(e.message))?;
+    let positions = spool.positions().clone();
+    let spool = Arc::new(Mutex::new(spool));
+    let stats = Arc::new(Stats::default());
+    let notify = Arc::new(Notify::new());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Readers → batcher.
+    let (tx, rx) = crossbeam_channel::bounded::<Input>(64 * 1024);
+    let mut readers = 0;
+    if args.files.is_empty() {
+        let tx = tx.clone();
+        std::thread::spawn(move || input::read_stdin(tx));
+        readers += 1;
+    }
+    for path in &args.files {
+        let key = path.to_string_lossy().to_string();
+        let start = positions.get(&key).copied();
+        let (tx, stop, path, follow) = (tx.clone(), Arc::clone(&stop), path.clone(), !args.once);
+        std::thread::spawn(move || input::tail(path, start, follow, stop, tx));
+        readers += 1;
+    }
+    if let Some(every) = args.host_metrics {
+        let tx = tx.clone();
+        let stop = Arc::clone(&stop);
+        let every: Duration = every.into();
+        std::thread::spawn(move || host_metrics(every, stop, tx));
+    }
+    drop(tx);
+    let batcher = {
+        let spool = Arc::clone(&spool);
+        let stats = Arc::clone(&stats);
+        let notify = Arc::clone(&notify);
+        let limits = Limits {
+            lines: args.batch_lines.max(1),
+            bytes: args.batch_size.as_u64() as usize,
+            wait: args.batch_wait.into(),
+            spool: args.spool_limit.as_u64() as usize,
+        };
+        let metrics_shaper = Shaper {
+            kind: LineFormat::Lp,
+            fields: Map::new(),
+        };
+        std::thread::spawn(move || {
+            batch_loop(
+                rx,
+                readers,
+                &shaper,
+                &metrics_shaper,
+                format_byte,
+                &limits,
+                &spool,
+                &stats,
+                &notify,
+            )
+        })
+    };
+    let status = {
+        let stats = Arc::clone(&stats);
+        let spool = Arc::clone(&spool);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || status_loop(&stats, &spool, &stop))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let endpoint = client::endpoint(&ca, server)?;
+        let client = client::Client {
+            endpoint,
+            server,
+            server_name,
+            token,
+            agent: agent.clone(),
+            spool: Arc::clone(&spool),
+            notify: Arc::clone(&notify),
+            stats: Arc::clone(&stats),
+        };
+        client.run().await
+    });
+    stop.store(true, Ordering::SeqCst);
+    let _ = status.join();
+    if let Ok(Err(e)) = batcher.join() {
+        eprintln!("vigil ship: {e:#}");
+    }
+    print_status(&stats, &spool, true);
+    result
+}
+
+fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
+    server
+        .to_socket_addrs()
+        .with_context(|| format!("invalid server address '{server}' (expected host:port)"))?
+        .next()
+        .with_context(|| format!("'{server}' resolves to no address"))
+}
+
+/// The agent id kept in the spool, made on first start.
+fn agent_id(spool: &std::path::Path) -> anyhow::Result<String> {
+    let path = spool.join("agent.id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let host = sysinfo::System::host_name().unwrap_or_else(|| "agent".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(100)
+        .collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let suffix = xxhash_rust::xxh3::xxh3_64(format!("{nanos}{}", std::process::id()).as_bytes());
+    let id = format!("{host}-{:08x}", suffix as u32);
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+struct Limits {
+    lines: usize,
+    bytes: usize,
+    wait: Duration,
+    spool: usize,
+}
+
+/// Collects lines into batches and spools them.
+#[allow(clippy::too_many_arguments)]
+fn batch_loop(
+    rx: crossbeam_channel::Receiver<Input>,
+    mut readers: usize,
+    shaper: &Shaper,
+    metrics: &Shaper,
+    format: u8,
+    limits: &Limits,
+    spool: &Mutex<Spool>,
+    stats: &Stats,
+    notify: &Notify,
+) -> anyhow::Result<()> {
+    let mut body = Vec::with_capacity(limits.bytes + 4096);
+    let mut lines = 0usize;
+    let mut positions: Vec<(String, FilePos)> = Vec::new();
+    let mut first: Option<Instant> = None;
+    let flush = |body: &mut Vec<u8>, lines: &mut usize, positions: &mut Vec<(String, FilePos)>| {
+        if *lines == 0 && positions.is_empty() {
+            return Ok::<(), anyhow::Error>(());
+        }
+        // Back-pressure: wait while too much is unacknowledged.
+        while spool.lock().unacked().1 > limits.spool {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        spool
+            .lock()
+            .append(format, std::mem::take(body), *lines, positions)?;
+        stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+        *lines = 0;
+        positions.clear();
+        notify.notify_one();
+        Ok(())
+    };
+    loop {
+        let timeout = first.map_or(Duration::from_millis(500), |t| {
+            limits.wait.saturating_sub(t.elapsed())
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Input::Line { source, text, pos }) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                let shaper = if source.as_deref() == Some(HOST_METRICS) {
+                    metrics
+                } else {
+                    shaper
+                };
+                if source.as_deref() == Some(HOST_METRICS) && format != 1 {
+                    // Metrics are line protocol; a batch holds one format.
+                    flush(&mut body, &mut lines, &mut positions)?;
+                    let mut lp = Vec::new();
+                    metrics.push(&mut lp, &text, None, now);
+                    spool.lock().append(1, lp, 1, &[])?;
+                    notify.notify_one();
+                    continue;
+                }
+                shaper.push(&mut body, &text, source.as_deref(), now);
+                lines += 1;
+                stats.lines_read.fetch_add(1, Ordering::Relaxed);
+                if let (Some(src), Some(pos)) = (source, pos) {
+                    match positions.iter_mut().find(|(p, _)| **p == *src) {
+                        Some(slot) => slot.1 = pos,
+                        None => positions.push((src.to_string(), pos)),
+                    }
+                }
+                first.get_or_insert_with(Instant::now);
+                if lines >= limits.lines || body.len() >= limits.bytes {
+                    flush(&mut body, &mut lines, &mut positions)?;
+                    first = None;
+                }
+            }
+            Ok(Input::Done) => {
+                readers = readers.saturating_sub(1);
+                if readers == 0 {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if first.is_some() {
+                    flush(&mut body, &mut lines, &mut positions)?;
+                    first = None;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    flush(&mut body, &mut lines, &mut positions)?;
+    stats.input_done.store(true, Ordering::SeqCst);
+    notify.notify_one();
+    Ok(())
+}
+
+/// Source name of the host-metrics lines.
+const HOST_METRICS: &str = "\0host-metrics";
+
+/// Collects this machine's metrics as `system` line protocol.
+fn host_metrics(every: Duration, stop: Arc<AtomicBool>, tx: crossbeam_channel::Sender<Input>) {
+    use sysinfo::{Disks, Networks, System};
+    let mut sys = System::new_all();
+    let mut networks = Networks::new_with_refreshed_list();
+    let host = System::host_name().unwrap_or_else(|| "unknown".into());
+    let host_tag: String = host
+        .chars()
+        .map(|c| if matches!(c, ' ' | ',' | '=') { '_' } else { c })
+        .collect();
+    let source: Arc<str> = HOST_METRICS.into();
+    // Inventory once, as an event line in the agent's log of what it runs on.
+    eprintln!(
+        "vigil ship: host {host}: {} {}, {} × {}, {} MiB memory",
+        System::name().unwrap_or_default(),
+        System::os_version().unwrap_or_default(),
+        sys.cpus().len(),
+        sys.cpus()
+            .first()
+            .map(|c| c.brand().to_string())
+            .unwrap_or_default(),
+        sys.total_memory() / (1024 * 1024)
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(every.min(Duration::from_secs(1)));
+        sys.refresh_all();
+        networks.refresh(true);
+        let disks = Disks::new_with_refreshed_list();
+        let (total, free) = disks.iter().fold((0u64, 0u64), |(t, f), d| {
+            (t + d.total_space(), f + d.available_space())
+        });
+        let (sent, recv) = networks.iter().fold((0u64, 0u64), |(s, r), (_, n)| {
+            (s + n.total_transmitted(), r + n.total_received())
+        });
+        let mem_total = sys.total_memory().max(1);
+        let line = format!(
+            "system,hostname={host_tag} cpu_usage={:.2},memory_percent={:.2},memory_used={}u,disk_usage={:.2},disk_free={}u,network_sent={}u,network_recv={}u,process_count={}u,uptime_seconds={}u",
+            sys.global_cpu_usage(),
+            sys.used_memory() as f64 * 100.0 / mem_total as f64,
+            sys.used_memory(),
+            if total == 0 {
+                0.0
+            } else {
+                (total - free) as f64 * 100.0 / total as f64
+            },
+            free,
+            sent,
+            recv,
+            sys.processes().len(),
+            System::uptime(),
+        );
+        if tx
+            .send(Input::Line {
+                source: Some(Arc::clone(&source)),
+                text: line,
+                pos: None,
+            })
+            .is_err()
+        {
+            return;
+        }
+        let mut slept = Duration::from_secs(1).min(every);
+        while slept < every && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            slept += Duration::from_millis(200);
+        }
+    }
+}
+
+fn status_loop(stats: &Stats, spool: &Mutex<Spool>, stop: &AtomicBool) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() >= every {
+            last = Instant::now();
+            print_status(stats, spool, false);
+        }
+    }
+}
+
+fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
+    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(Instant::now);
+    let (unacked, bytes) = spool.lock().unacked();
+    let read = stats.lines_read.load(Ordering::Relaxed);
+    let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
+    let line = format!(
+        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}",
+        if stats.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "disconnected"
+        },
+        stats.batches_sent.load(Ordering::Relaxed),
+        stats.batches_acked.load(Ordering::Relaxed),
+        bytes / 1024,
+        stats.rejected.load(Ordering::Relaxed),
+        stats
+            .last_error
+            .lock()
+            .as_deref()
+            .filter(|_| !stats.connected.load(Ordering::Relaxed))
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default(),
+    );
+    if std::io::stderr().is_terminal() && !last {
+        eprint!("\r\x1b[2K{line}");
+    } else {
+        eprintln!(
+            "{}{line}",
+            if std::io::stderr().is_terminal() {
+                "\r\x1b[2K"
+            } else {
+                ""
+            }
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! The agent's on-disk spool: every batch is written here, fsynced and checksummed,
+//! before it is sent, and stays until the server has acknowledged it. After a restart
+//! of the agent the unacknowledged batches are sent again with their sequence numbers
+//! (the server stores each sequence once), and the files are read on from the offsets
+//! recorded with the last batch.
+//!
+//! Layout: `<spool>/agent.id` (the agent id, made on first start) and segment files
+//! `<spool>/NNNNNNNNNNNNNNNNNNNN.spool`, each a series of records:
+//!
+//! ```text
+//! u32 len       bytes after the checksum
+//! u64 checksum  xxh3-64 of those bytes
+//! u64 seq, u8 format,
+//! u16 n, n × { u16 path_len, path, u64 dev, u64 ino, u64 offset }   (every file's read position)
+//! body          the batch payload
+//! ```
+//! Integers are little-endian. A torn or corrupt record ends its segment: the rest is
+//! cut off (it was never acknowledged, and its lines are read again from the files).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+/// Segment size past which a new segment starts.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Where a file has been read up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FilePos {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) offset: u64,
+}
+
+/// One spooled batch.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) seq: u64,
+    /// Protocol batch format byte.
+    pub(crate) format: u8,
+    pub(crate) body: Vec<u8>,
+    pub(crate) lines: usize,
+}
+
+pub(crate) struct Spool {
+    dir: PathBuf,
+    active: File,
+    active_id: u64,
+    active_len: u64,
+    /// Closed segments: id → highest sequence in it.
+    closed: BTreeMap<u64, u64>,
+    next_seq: u64,
+    unacked: VecDeque<Arc<Record>>,
+    unacked_bytes: usize,
+    acked: u64,
+    /// Path → position, as of the last record.
+    positions: BTreeMap<String, FilePos>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir` and loads its records.
+    pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating spool {}", dir.display()))?;
+        let mut ids: Vec<u64> = fs::read_dir(dir)
+            .with_context(|| format!("reading spool {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_suffix(".spool")?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut unacked = VecDeque::new();
+        let mut positions = BTreeMap::new();
+        let mut closed = BTreeMap::new();
+        let mut next_seq = 1;
+        let mut unacked_bytes = 0;
+        for &id in &ids {
+            let path = segment_path(dir, id);
+            let (records, valid_len) = read_segment(&path)?;
+            let total = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if valid_len < total {
+                eprintln!(
+                    "spool: {} has a torn or corrupt record at byte {valid_len}; cutting it off (it was never acknowledged)",
+                    path.display()
+                );
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(valid_len)?;
+                f.sync_all()?;
+            }
+            let mut max_seq = 0;
+            for (record, pos) in records {
+                next_seq = next_seq.max(record.seq + 1);
+                max_seq = max_seq.max(record.seq);
+                positions.extend(pos);
+                unacked_bytes += record.body.len();
+                unacked.push_back(Arc::new(record));
+            }
+            closed.insert(id, max_seq);
+        }
+        let active_id = ids.last().map_or(1, |&id| id + 1);
+        let active = create_segment(dir, active_id)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            active,
+            active_id,
+            active_len: 0,
+            closed,
+            next_seq,
+            unacked,
+            unacked_bytes,
+            acked: 0,
+            positions,
+        })
+    }
+
+    /// Where each file was read up to, as of the last spooled batch.
+    pub(crate) fn positions(&self) -> &BTreeMap<String, FilePos> {
+        &self.positions
+    }
+
+    /// Writes a batch durably and returns its sequence number.
+    pub(crate) fn append(
+        &mut self,
+        format: u8,
+        body: Vec<u8>,
+        lines: usize,
+        positions: &[(String, FilePos)],
+    ) -> anyhow::Result<u64> {
+        let seq = self.next_seq;
+        // Every record carries the position of every file, so the newest record alone
+        // tells where to read on.
+        self.positions.extend(positions.iter().cloned());
+        let mut rec = Vec::with_capacity(body.len() + 64);
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.push(format);
+        rec.extend_from_slice(&(self.positions.len() as u16).to_le_bytes());
+        for (path, pos) in &self.positions {
+            rec.extend_from_slice(&(path.len() as u16).to_le_bytes());
+            rec.extend_from_slice(path.as_bytes());
+            rec.extend_from_slice(&pos.dev.to_le_bytes());
+            rec.extend_from_slice(&pos.ino.to_le_bytes());
+            rec.extend_from_slice(&pos.offset.to_le_bytes());
+        }
+        rec.extend_from_slice(&body);
+        let mut frame = Vec::with_capacity(rec.len() + 12);
+        frame.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&rec).to_le_bytes());
+        frame.extend_from_slice(&rec);
+        if self.active_len > 0 && self.active_len + frame.len() as u64 > SEGMENT_BYTES {
+            self.rotate()?;
+        }
+        self.active.write_all(&frame).context("writing the spool")?;
+        self.active.sync_data().context("syncing the spool")?;
+        self.active_len += frame.len() as u64;
+        self.next_seq += 1;
+        self.unacked_bytes += body.len();
+        self.unacked.push_back(Arc::new(Record {
+            seq,
+            format,
+            body,
+            lines,
+        }));
+        Ok(seq)
+    }
+
+    fn rotate(&mut self) -> anyhow::Result<()> {
+        let max = self.next_seq.saturating_sub(1);
+        self.closed.insert(self.active_id, max);
+        self.active_id += 1;
+        self.active = create_segment(&self.dir, self.active_id)?;
+        self.active_len = 0;
+        self.drop_acked_segments();
+        Ok(())
+    }
+
+    /// The server holds every sequence up to `seq`: forget those batches.
+    pub(crate) fn ack_through(&mut self, seq: u64) {
+        self.acked = self.acked.max(seq);
+        while self.unacked.front().is_some_and(|r| r.seq <= seq) {
+            if let Some(r) = self.unacked.pop_front() {
+                self.unacked_bytes -= r.body.len();
+            }
+        }
+        self.drop_acked_segments();
+    }
+
+    fn drop_acked_segments(&mut self) {
+        if self.active_len == 0 {
+            // The newest record (and with it the file positions) is in a closed segment.
+            return;
+        }
+        let acked = self.acked;
+        let done: Vec<u64> = self
+            .closed
+            .iter()
+            .filter(|&(_, &max)| max <= acked)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in done {
+            // The active segment holds a newer record with every file's position.
+            if fs::remove_file(segment_path(&self.dir, id)).is_ok() {
+                self.closed.remove(&id);
+            }
+        }
+    }
+
+    /// The server has stored up to `seq`: new batches must be numbered above it, even
+    /// if this spool lost its records (they would be taken for resends otherwise).
+    pub(crate) fn number_after(&mut self, seq: u64) {
+        if self.next_seq <= seq {
+            eprintln!(
+                "vigil ship: the server has stored up to batch {seq}, this spool only knows {}; numbering on from {}",
+                self.next_seq - 1,
+                seq + 1
+            );
+            self.next_seq = seq + 1;
+        }
+    }
+
+    /// Unacknowledged batches after sequence `after`, oldest first, at most `n`.
+    pub(crate) fn after(&self, after: u64, n: usize) -> Vec<Arc<Record>> {
+        self.unacked
+            .iter()
+            .filter(|r| r.seq > after)
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn unacked(&self) -> (usize, usize) {
+        (self.unacked.len(), self.unacked_bytes)
+    }
+
+    pub(crate) fn first_unacked(&self) -> Option<u64> {
+        self.unacked.front().map(|r| r.seq)
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.spool"))
+}
+
+fn create_segment(dir: &Path, id: u64) -> anyhow::Result<File> {
+    let path = segment_path(dir, id);
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("creating spool segment {}", path.display()))?;
+    File::open(dir).and_then(|d| d.sync_all()).ok();
+    Ok(f)
+}
+
+type Loaded = (Record, Vec<(String, FilePos)>);
+
+/// The valid records of a segment and the length they span.
+fn read_segment(path: &Path) -> anyhow::Result<(Vec<Loaded>, u64)> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("reading spool segment {}", path.display()))?;
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while let Some(rec) = bytes.get(pos..pos + 12) {
+        let len = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]) as usize;
+        let sum = u64::from_le_bytes(rec[4..12].try_into().unwrap_or([0; 8]));
+        let Some(body) = bytes.get(pos + 12..pos + 12 + len) else {
+            break;
+        };
+        if xxhash_rust::xxh3::xxh3_64(body) != sum {
+            break;
+        }
+        match parse_record(body) {
+            Ok(r) => out.push(r),
+            Err(_) => break,
+        }
+        pos += 12 + len;
+    }
+    Ok((out, pos as u64))
+}
+
+fn parse_record(b: &[u8]) -> anyhow::Result<Loaded> {
+    let mut r = b;
+    let mut take = |n: usize| -> anyhow::Result<&[u8]> {
+        if r.len() < n {
+            bail!("truncated spool record");
+        }
+        let (h, t) = r.split_at(n);
+        r = t;
+        Ok(h)
+    };
+    let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
+    let seq = u64_of(take(8)?);
+    let format = take(1)?[0];
+    let n = u16::from_le_bytes(take(2)?.try_into().unwrap_or([0; 2])) as usize;
+    let mut positions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = u16::from_le_bytes(take(2)?.try_into().unwrap_or([0; 2])) as usize;
+        let path = String::from_utf8(take(len)?.to_vec())?;
+        let dev = u64_of(take(8)?);
+        let ino = u64_of(take(8)?);
+        let offset = u64_of(take(8)?);
+        positions.push((path, FilePos { dev, ino, offset }));
+    }
+    let body = r.to_vec();
+    let lines = body.iter().filter(|&&c| c == b'\n').count();
+    Ok((
+        Record {
+            seq,
+            format,
+            body,
+            lines,
+        },
+        positions,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let pos = FilePos {
+            dev: 1,
+            ino: 2,
+            offset: 30,
+        };
+        {
+            let mut s = Spool::open(dir.path()).unwrap();
+            assert_eq!(s.append(1, b"a\n".to_vec(), 1, &[]).unwrap(), 1);
+            assert_eq!(
+                s.append(1, b"b\nc\n".to_vec(), 2, &[("f".into(), pos)])
+                    .unwrap(),
+                2
+            );
+        }
+        // Tear the last record.
+        let seg = segment_path(dir.path(), 1);
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let mut s = Spool::open(dir.path()).unwrap();
+        assert_eq!(s.unacked().0, 1, "the torn record is gone");
+        assert!(s.positions().is_empty());
+        assert_eq!(
+            s.append(1, b"b\n".to_vec(), 1, &[("f".into(), pos)])
+                .unwrap(),
+            2
+        );
+        s.ack_through(1);
+        assert_eq!(s.first_unacked(), Some(2));
+        drop(s);
+        let s = Spool::open(dir.path()).unwrap();
+        assert_eq!(s.positions()["f"], pos);
+        assert_eq!(
+            s.after(0, 10).len(),
+            2,
+            "acks are not persisted; the server's RESUME tells"
+        );
+    }
+}

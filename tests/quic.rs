@@ -1,0 +1,373 @@
+//! QUIC ingest end to end: the protocol's answers to good and bad input, and `vigil ship`
+//! delivering every line exactly once while the server is killed and restarted.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rand::Rng;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use vigil_api::protocol::{self, Format, Frame, Precision, code};
+use vigil_api::quic::{read_frame, write_frame};
+
+use crate::server::{Server, free_port, free_udp_port};
+
+fn client(data_dir: &Path, alpn: &[u8]) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(data_dir.join("tls/server.crt")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+fn admin_token(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Connects and says HELLO; returns the connection and the server's answer.
+async fn hello(
+    server: &Server,
+    data_dir: &Path,
+    token: &str,
+    agent: &str,
+) -> (quinn::Connection, Option<Frame>) {
+    let endpoint = client(data_dir, protocol::ALPN);
+    let conn = endpoint
+        .connect(server.quic, "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &Frame::Hello {
+            version: protocol::VERSION,
+            token: token.into(),
+            agent: agent.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let answer = read_frame(&mut recv, 1 << 20).await.ok().flatten();
+    // Keep the control stream open for the connection's life.
+    std::mem::forget((send, recv));
+    (conn, answer)
+}
+
+async fn channel(conn: &quinn::Connection, ch: u32) -> (quinn::SendStream, quinn::RecvStream, u64) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(&mut send, &Frame::Open { channel: ch })
+        .await
+        .unwrap();
+    match read_frame(&mut recv, 1 << 20).await.unwrap() {
+        Some(Frame::Resume { stored_seq, .. }) => (send, recv, stored_seq),
+        other => panic!("expected RESUME, got {other:?}"),
+    }
+}
+
+fn lp(seq: u64, body: &str) -> Frame {
+    Frame::Batch {
+        seq,
+        format: Format::LineProtocol(Precision::Nanoseconds),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+async fn answer(recv: &mut quinn::RecvStream) -> Frame {
+    tokio::time::timeout(Duration::from_secs(10), read_frame(recv, 1 << 20))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap()
+        .expect("an answer, not the end of the stream")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_answers_good_and_bad_input_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let token = admin_token(dir.path());
+
+    // Wrong token: ERROR UNAUTHORIZED, then the connection closes with that code.
+    let (conn, answer_) = hello(&server, dir.path(), "wrong", "agent-1").await;
+    assert!(
+        matches!(
+            answer_,
+            Some(Frame::Error {
+                code: code::UNAUTHORIZED,
+                ..
+            })
+        ),
+        "{answer_:?}"
+    );
+    let reason = conn.closed().await;
+    assert!(
+        matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(4)),
+        "{reason:?}"
+    );
+
+    // A bad agent id.
+    let (_conn, answer_) = hello(&server, dir.path(), &token, "bad agent").await;
+    assert!(
+        matches!(
+            answer_,
+            Some(Frame::Error {
+                code: code::BAD_AGENT,
+                ..
+            })
+        ),
+        "{answer_:?}"
+    );
+
+    // Wrong ALPN: the TLS handshake fails.
+    let endpoint = client(dir.path(), b"http/1.1");
+    let refused = endpoint.connect(server.quic, "127.0.0.1").unwrap().await;
+    assert!(
+        refused.is_err(),
+        "a connection without the vigil/1 ALPN was accepted"
+    );
+
+    // A good session.
+    let (conn, welcome) = hello(&server, dir.path(), &token, "agent-1").await;
+    let Some(Frame::Welcome { max_frame, .. }) = welcome else {
+        panic!("expected WELCOME, got {welcome:?}");
+    };
+    let (mut send, mut recv, stored) = channel(&conn, 7).await;
+    assert_eq!(stored, 0);
+    write_frame(&mut send, &lp(1, "q,h=a v=1 1\nq,h=a v=2 2\n"))
+        .await
+        .unwrap();
+    write_frame(&mut send, &lp(2, "q,h=a v=oops 3\n"))
+        .await
+        .unwrap();
+    write_frame(&mut send, &lp(3, "q,h=b v=3 3\n"))
+        .await
+        .unwrap();
+    write_frame(&mut send, &lp(1, "q,h=a v=1 1\nq,h=a v=2 2\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(&mut recv).await,
+        Frame::Ack {
+            seq: 1,
+            duplicate: false,
+            rows: 2
+        }
+    );
+    match answer(&mut recv).await {
+        Frame::Reject {
+            seq: 2,
+            code: code::BAD_DATA,
+            message,
+        } => {
+            assert!(message.contains("line 1"), "{message}")
+        }
+        other => panic!("expected REJECT of batch 2, got {other:?}"),
+    }
+    assert_eq!(
+        answer(&mut recv).await,
+        Frame::Ack {
+            seq: 3,
+            duplicate: false,
+            rows: 1
+        }
+    );
+    assert_eq!(
+        answer(&mut recv).await,
+        Frame::Ack {
+            seq: 1,
+            duplicate: true,
+            rows: 0
+        },
+        "a resend is acknowledged, not stored"
+    );
+
+    // An unknown frame type ends its stream with ERROR MALFORMED...
+    let (mut send2, mut recv2, stored) = channel(&conn, 8).await;
+    assert_eq!(stored, 0);
+    send2.write_all(&[0, 0, 0, 1, 0x77]).await.unwrap();
+    assert!(matches!(
+        answer(&mut recv2).await,
+        Frame::Error {
+            code: code::MALFORMED,
+            ..
+        }
+    ));
+    // ... an oversized one with ERROR TOO_LARGE ...
+    let (mut send3, mut recv3, _) = channel(&conn, 9).await;
+    send3
+        .write_all(&(max_frame + 1).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(
+        answer(&mut recv3).await,
+        Frame::Error {
+            code: code::TOO_LARGE,
+            ..
+        }
+    ));
+    // ... a stream not starting with OPEN with ERROR UNEXPECTED ...
+    let (mut send4, mut recv4) = conn.open_bi().await.unwrap();
+    write_frame(&mut send4, &lp(1, "q v=1 1\n")).await.unwrap();
+    assert!(matches!(
+        answer(&mut recv4).await,
+        Frame::Error {
+            code: code::UNEXPECTED,
+            ..
+        }
+    ));
+    // ... and the connection's first channel still works.
+    write_frame(&mut send, &lp(4, "q,h=c v=4 4\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(&mut recv).await,
+        Frame::Ack {
+            seq: 4,
+            duplicate: false,
+            rows: 1
+        }
+    );
+    send.finish().unwrap();
+
+    // The server remembers the channel's sequence across a restart.
+    let port = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let quic_port = server.quic.port();
+    drop(conn);
+    server.kill9();
+    let server = Server::start_with_quic(dir.path(), port, quic_port, &[]).await;
+    let (conn, _) = hello(&server, dir.path(), &token, "agent-1").await;
+    let (_s, _r, stored) = channel(&conn, 7).await;
+    assert_eq!(stored, 4);
+    let rows: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/query", server.url))
+        .json(&serde_json::json!({"sql": "SELECT count(*) AS n FROM q"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"], 4);
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vigil_quic_connections 1"), "{metrics}");
+    server.terminate();
+}
+
+fn ship(
+    data_dir: &Path,
+    spool: &Path,
+    file: &Path,
+    quic: std::net::SocketAddr,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("ship")
+        .arg("--server")
+        .arg(quic.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--spool")
+        .arg(spool)
+        .arg("--format")
+        .arg("text")
+        .arg("--service")
+        .arg("crash")
+        .arg("--once")
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil ship starts")
+}
+
+/// Lines in the crash test; `VIGIL_SHIP_TEST_LINES` overrides.
+fn lines() -> usize {
+    std::env::var("VIGIL_SHIP_TEST_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_delivers_every_line_once_through_server_and_agent_kills() {
+    let n = lines();
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("app.log");
+    let mut text = String::with_capacity(n * 24);
+    for i in 0..n {
+        text.push_str(&format!("request {i} done\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let spool = work.path().join("spool");
+    let (port, quic_port) = (free_port(), free_udp_port());
+    // Small buffers so that the kills also hit flushes and checkpoints.
+    let args = ["--flush-size", "4MiB", "--flush-age", "1s"];
+    let mut server = Server::start_with_quic(dir.path(), port, quic_port, &args).await;
+    let mut agent = ship(dir.path(), &spool, &file, server.quic);
+    let mut rng = rand::rng();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut server_kills = 0;
+    let mut agent_killed = false;
+    let status = loop {
+        assert!(
+            Instant::now() < deadline,
+            "vigil ship did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        if server_kills < 3 {
+            server.kill9();
+            server_kills += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            server = Server::start_with_quic(dir.path(), port, quic_port, &args).await;
+        } else if !agent_killed {
+            agent.kill().unwrap();
+            agent.wait().unwrap();
+            agent_killed = true;
+            agent = ship(dir.path(), &spool, &file, server.quic);
+        }
+    };
+    assert!(status.success(), "vigil ship failed: {status}");
+    assert!(
+        server_kills >= 1,
+        "the agent finished before any kill: make the file longer"
+    );
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/query", server.url))
+        .json(&serde_json::json!({"sql": "SELECT count(*) AS n, count(DISTINCT message) AS d FROM events WHERE service = 'crash'"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    server.terminate();
+    assert_eq!(answer[0]["d"], n, "every line arrived: {answer}");
+    assert_eq!(answer[0]["n"], n, "no line arrived twice: {answer}");
+    eprintln!(
+        "shipped {n} lines through {server_kills} server kills (agent killed: {agent_killed})"
+    );
+}

@@ -13,7 +13,13 @@
 //! cargo bench --bench ingest_load -- generate --rows 10000000 --hosts 4000 --out /tmp/tsbs-cpu.lp
 //! cargo bench --bench ingest_load -- vigil --file /tmp/tsbs-cpu.lp --connections 4
 //! cargo bench --bench ingest_load -- external --file /tmp/tsbs-cpu.lp --url http://127.0.0.1:8428/write --pid $(pidof victoria-metrics)
+//! cargo bench --bench ingest_load -- quic --file /tmp/tsbs-cpu.lp --connections 4 --idle 1000 --active 100
 //! ```
+//!
+//! `quic` loads one fresh server over QUIC (`vigil/1`, one agent per connection, 8 batches
+//! in flight) and another over HTTP with the same data and connection count, then measures
+//! the server's resident memory with `--idle` connected agents that send nothing and its
+//! peak with `--active` agents loading it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -57,6 +63,20 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// QUIC against HTTP on fresh servers, then memory with idle and active agents.
+    Quic {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Idle agent connections for the memory figure.
+        #[arg(long, default_value_t = 1000)]
+        idle: usize,
+        /// Active agents for the memory figure.
+        #[arg(long, default_value_t = 100)]
+        active: usize,
+        /// Extra flags for `vigil serve`.
+        #[arg(long, allow_hyphen_values = true, num_args = 0..)]
+        serve_args: Vec<String>,
+    },
     /// Load an already running server (e.g. VictoriaMetrics at /write).
     External {
         #[command(flatten)]
@@ -90,6 +110,12 @@ fn main() -> anyhow::Result<()> {
             serve_args,
             data_dir,
         } => run_vigil(load, serve_args, data_dir),
+        Cmd::Quic {
+            load,
+            idle,
+            active,
+            serve_args,
+        } => quic::run(load, idle, active, serve_args),
         Cmd::External { load, url, pid } => {
             let r = tokio_runtime().block_on(load_server(&load, &url, pid))?;
             r.print("external");
@@ -412,28 +438,32 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn run_vigil(
-    load: LoadArgs,
-    serve_args: Vec<String>,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+/// A `vigil serve` child on free ports.
+struct Spawned {
+    child: Child,
+    pid: u32,
+    url: String,
+    quic: std::net::SocketAddr,
+}
+
+fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let child: Child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["--quic-addr", &quic.to_string()])
         .arg("--data-dir")
-        .arg(&dir)
-        .args(&serve_args)
+        .arg(dir)
+        .args(serve_args)
         .env("VIGIL_LOG", "warn")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()?;
     let pid = child.id();
     let url = format!("http://127.0.0.1:{port}");
-    let rt = tokio_runtime();
-    rt.block_on(async {
+    tokio_runtime().block_on(async {
         for _ in 0..500 {
             if reqwest::get(format!("{url}/health")).await.is_ok() {
                 break;
@@ -441,6 +471,28 @@ fn run_vigil(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+    Ok(Spawned {
+        child,
+        pid,
+        url,
+        quic,
+    })
+}
+
+fn run_vigil(
+    load: LoadArgs,
+    serve_args: Vec<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let Spawned {
+        mut child,
+        pid,
+        url,
+        ..
+    } = spawn_vigil(&dir, &serve_args)?;
+    let rt = tokio_runtime();
     let rss = RssSampler::start(pid);
     let mut report = rt.block_on(load_server(&load, &format!("{url}/api/v1/write"), None))?;
     // Graceful stop flushes the buffer; then measure the files.
@@ -462,6 +514,9 @@ fn run_vigil(
     );
     Ok(())
 }
+
+#[path = "ingest_load/quic.rs"]
+mod quic;
 
 fn parquet_bytes(dir: &Path) -> (u64, u64) {
     let mut files = 0;

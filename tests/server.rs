@@ -92,3 +92,14 @@ impl Server {
         assert!(status.success(), "graceful shutdown failed: {status}");
     }
 }
+
+impl Drop for Server {
+    /// A test that panics must not leave its server running (it would also hold the
+    /// test's output pipe open).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

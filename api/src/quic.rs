@@ -347,6 +347,9 @@ impl Conn {
             Ok(Ok(agent)) => agent,
             Ok(Err((code, message))) => {
                 tracing::info!(%remote, code, %message, "QUIC handshake refused");
+                // Give the ERROR frame a moment to reach the client (closing at once
+                // would discard it), then close with its code.
+                let _ = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await;
                 connection.close(VarInt::from_u32(u32::from(code)), message.as_bytes());
                 return;
             }
@@ -402,45 +405,30 @@ impl Conn {
         else {
             return Err((code::UNEXPECTED, "the first frame must be HELLO".into()));
         };
-        let refuse = |code: u16, message: String| (code, message);
-        if version != protocol::VERSION {
-            let m = format!(
-                "protocol version {version} is not supported; this server speaks {}",
-                protocol::VERSION
-            );
-            let _ = write_frame(
-                &mut send,
-                &Frame::Error {
-                    code: code::VERSION,
-                    message: m.clone(),
-                },
-            )
-            .await;
-            return Err(refuse(code::VERSION, m));
-        }
-        if !self.tokens.allows_ingest(&token) {
+        let refusal = if version != protocol::VERSION {
+            Some((
+                code::VERSION,
+                format!(
+                    "protocol version {version} is not supported; this server speaks {}",
+                    protocol::VERSION
+                ),
+            ))
+        } else if !self.tokens.allows_ingest(&token) {
             self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
-            let m = "unknown or expired token".to_string();
-            let _ = write_frame(
-                &mut send,
-                &Frame::Error {
-                    code: code::UNAUTHORIZED,
-                    message: m.clone(),
-                },
-            )
-            .await;
-            return Err(refuse(code::UNAUTHORIZED, m));
-        }
-        if let Err(e) = protocol::check_agent(&agent) {
-            let _ = write_frame(
-                &mut send,
-                &Frame::Error {
-                    code: e.code,
-                    message: e.message.clone(),
-                },
-            )
-            .await;
-            return Err(refuse(e.code, e.message));
+            Some((code::UNAUTHORIZED, "unknown or expired token".to_string()))
+        } else {
+            protocol::check_agent(&agent)
+                .err()
+                .map(|e| (e.code, e.message))
+        };
+        if let Some((code, message)) = refusal {
+            let frame = Frame::Error {
+                code,
+                message: message.clone(),
+            };
+            let _ = write_frame(&mut send, &frame).await;
+            let _ = send.finish();
+            return Err((code, message));
         }
         write_frame(
             &mut send,

@@ -87,8 +87,9 @@ pub(crate) struct ShipArgs {
 }
 
 /// Counters shown in the status line.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Stats {
+    pub(crate) started: Instant,
     pub(crate) lines_read: AtomicU64,
     pub(crate) batches_spooled: AtomicU64,
     pub(crate) batches_sent: AtomicU64,
@@ -160,7 +161,20 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
     vigil_api::protocol::check_agent(&agent).map_err(|e| anyhow::anyhow!(e.message))?;
     let positions = spool.positions().clone();
     let spool = Arc::new(Mutex::new(spool));
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        started: Instant::now(),
+        lines_read: AtomicU64::new(0),
+        batches_spooled: AtomicU64::new(0),
+        batches_sent: AtomicU64::new(0),
+        lines_sent: AtomicU64::new(0),
+        batches_acked: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        busy: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
+        connected: AtomicBool::new(false),
+        input_done: AtomicBool::new(false),
+        last_error: Mutex::new(None),
+    });
     let notify = Arc::new(Notify::new());
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -469,8 +483,7 @@ fn status_loop(stats: &Stats, spool: &Mutex<Spool>, stop: &AtomicBool) {
 }
 
 fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
-    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let started = STARTED.get_or_init(Instant::now);
+    let started = stats.started;
     let (unacked, bytes) = spool.lock().unacked();
     let read = stats.lines_read.load(Ordering::Relaxed);
     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);

@@ -1,0 +1,260 @@
+//! The QUIC side of the ingest load generator: agents speaking `vigil/1` directly.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use vigil_api::protocol::{self, Format, Frame, Precision};
+use vigil_api::quic::{read_frame, write_frame};
+
+use super::{
+    LoadArgs, Report, RssSampler, load_server, mpmc, progress_bar, read_batches, spawn_vigil,
+    tokio_runtime,
+};
+
+pub(super) fn run(
+    load: LoadArgs,
+    idle: usize,
+    active: usize,
+    serve_args: Vec<String>,
+) -> anyhow::Result<()> {
+    let rt = tokio_runtime();
+    // 1. QUIC throughput on a fresh server.
+    let dir = tempfile::tempdir()?;
+    let mut s = spawn_vigil(dir.path(), &serve_args)?;
+    let rss = RssSampler::start(s.pid);
+    let mut quic = rt.block_on(load_quic(&load, load.connections, dir.path(), s.quic))?;
+    stop(&mut s)?;
+    quic.peak_rss = rss.stop();
+    quic.print("vigil over QUIC");
+    println!();
+    // 2. HTTP throughput on a fresh server, same data and connections.
+    let dir = tempfile::tempdir()?;
+    let mut s = spawn_vigil(dir.path(), &serve_args)?;
+    let rss = RssSampler::start(s.pid);
+    let mut http = rt.block_on(load_server(&load, &format!("{}/api/v1/write", s.url), None))?;
+    stop(&mut s)?;
+    http.peak_rss = rss.stop();
+    http.print("vigil over HTTP");
+    println!();
+    // 3. Memory with idle agents, then peak with active ones.
+    let dir = tempfile::tempdir()?;
+    let mut s = spawn_vigil(dir.path(), &serve_args)?;
+    let base = current_rss(s.pid).unwrap_or(0);
+    let conns = rt.block_on(idle_agents(idle, dir.path(), s.quic))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let with_idle = current_rss(s.pid).unwrap_or(0);
+    println!(
+        "idle agents:       {} connected; server RSS {:.0} MiB (before: {:.0} MiB)",
+        conns.len(),
+        with_idle as f64 / 1048576.0,
+        base as f64 / 1048576.0
+    );
+    drop(conns);
+    let rss = RssSampler::start(s.pid);
+    let busy = rt.block_on(load_quic(&load, active, dir.path(), s.quic))?;
+    stop(&mut s)?;
+    println!(
+        "active agents:     {active} loading ({:.0} rows/s); server peak RSS {:.0} MiB",
+        busy.rows as f64 / busy.elapsed.as_secs_f64(),
+        rss.stop().unwrap_or(0) as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+fn stop(s: &mut super::Spawned) -> anyhow::Result<()> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.pid as i32, libc::SIGTERM) };
+    s.child.wait()?;
+    Ok(())
+}
+
+fn current_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn endpoint(data_dir: &Path) -> anyhow::Result<quinn::Endpoint> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(data_dir.join("tls/server.crt"))? {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    server: SocketAddr,
+    token: &str,
+    agent: &str,
+) -> anyhow::Result<quinn::Connection> {
+    let conn = endpoint.connect(server, "127.0.0.1")?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = Frame::Hello {
+        version: protocol::VERSION,
+        token: token.into(),
+        agent: agent.into(),
+    };
+    write_frame(&mut send, &hello).await?;
+    match read_frame(&mut recv, 1 << 20).await? {
+        Some(Frame::Welcome { .. }) => {}
+        other => anyhow::bail!("expected WELCOME, got {other:?}"),
+    }
+    // The control stream stays open with the connection.
+    std::mem::forget((send, recv));
+    Ok(conn)
+}
+
+async fn idle_agents(
+    n: usize,
+    data_dir: &Path,
+    server: SocketAddr,
+) -> anyhow::Result<Vec<quinn::Connection>> {
+    let token = std::fs::read_to_string(data_dir.join("admin.token"))?;
+    // A few client sockets, many connections each.
+    let endpoints: Vec<quinn::Endpoint> = (0..8)
+        .map(|_| endpoint(data_dir))
+        .collect::<Result<_, _>>()?;
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        conns.push(
+            connect(
+                &endpoints[i % 8],
+                server,
+                token.trim(),
+                &format!("idle-{i}"),
+            )
+            .await?,
+        );
+    }
+    Ok(conns)
+}
+
+/// Loads the server with `agents` agents, each one QUIC connection and one channel with
+/// 8 batches in flight, resending from the first unacknowledged batch after BUSY.
+async fn load_quic(
+    args: &LoadArgs,
+    agents: usize,
+    data_dir: &Path,
+    server: SocketAddr,
+) -> anyhow::Result<Report> {
+    let token = std::fs::read_to_string(data_dir.join("admin.token"))?
+        .trim()
+        .to_string();
+    let progress = progress_bar(super::count_lines(&args.file)?, "QUIC");
+    let (tx, rx) = mpmc::bounded(agents * 2);
+    let file = args.file.clone();
+    let batch = args.batch;
+    let reader = std::thread::spawn(move || read_batches(&file, batch, tx));
+    let rows = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let endpoint = endpoint(data_dir)?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..agents {
+        let rx = rx.clone();
+        let (rows, bytes, retries) = (Arc::clone(&rows), Arc::clone(&bytes), Arc::clone(&retries));
+        let progress = progress.clone();
+        let endpoint = endpoint.clone();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = connect(&endpoint, server, &token, &format!("load-{a}")).await?;
+            let mut hist = Histogram::<u64>::new(3)?;
+            let mut seq = 0u64;
+            let mut inflight: VecDeque<(u64, u64, Bytes, Instant)> = VecDeque::new();
+            let mut done = false;
+            'stream: loop {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                write_frame(&mut send, &Frame::Open { channel: 0 }).await?;
+                let Some(Frame::Resume { .. }) = read_frame(&mut recv, 1 << 20).await? else {
+                    anyhow::bail!("no RESUME");
+                };
+                for (s, _, body, _) in &inflight {
+                    write_frame(&mut send, &batch_frame(*s, body)).await?;
+                }
+                loop {
+                    if done && inflight.is_empty() {
+                        let _ = send.finish();
+                        break 'stream;
+                    }
+                    tokio::select! {
+                        next = rx.recv_async(), if !done && inflight.len() < 8 => match next {
+                            Ok((n, body)) => {
+                                seq += 1;
+                                write_frame(&mut send, &batch_frame(seq, &body)).await?;
+                                inflight.push_back((seq, n, body, Instant::now()));
+                            }
+                            Err(()) => done = true,
+                        },
+                        answer = read_frame(&mut recv, 1 << 20), if !inflight.is_empty() => match answer? {
+                            Some(Frame::Ack { seq: s, .. }) => {
+                                let Some((f, n, body, t)) = inflight.pop_front() else {
+                                    anyhow::bail!("ACK {s} with nothing in flight");
+                                };
+                                anyhow::ensure!(f == s, "ACK {s}, expected {f}");
+                                hist.record(t.elapsed().as_micros() as u64)?;
+                                rows.fetch_add(n, Ordering::Relaxed);
+                                bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                                progress.inc(n);
+                            }
+                            Some(Frame::Busy { retry_after_ms, .. }) => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(u64::from(retry_after_ms).min(100))).await;
+                                continue 'stream;
+                            }
+                            other => anyhow::bail!("unexpected answer {other:?}"),
+                        },
+                    }
+                }
+            }
+            conn.close(0u32.into(), b"done");
+            Ok::<_, anyhow::Error>(hist)
+        }));
+    }
+    let mut latency = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        latency.add(t.await??)?;
+    }
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+    reader.join().expect("reader thread")?;
+    Ok(Report {
+        rows: rows.load(Ordering::Relaxed),
+        bytes: bytes.load(Ordering::Relaxed),
+        elapsed,
+        latency,
+        retries: retries.load(Ordering::Relaxed),
+        peak_rss: None,
+    })
+}
+
+fn batch_frame(seq: u64, body: &Bytes) -> Frame {
+    Frame::Batch {
+        seq,
+        format: Format::LineProtocol(Precision::Nanoseconds),
+        body: body.to_vec(),
+    }
+}

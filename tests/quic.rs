@@ -254,16 +254,7 @@ async fn protocol_answers_good_and_bad_input_and_the_server_stays_up() {
     let (conn, _) = hello(&server, dir.path(), &token, "agent-1").await;
     let (_s, _r, stored) = channel(&conn, 7).await;
     assert_eq!(stored, 4);
-    let rows: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/query", server.url))
-        .json(&serde_json::json!({"sql": "SELECT count(*) AS n FROM q"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(rows[0]["n"], 4);
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM q").await, 4);
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap()
@@ -355,19 +346,130 @@ async fn ship_delivers_every_line_once_through_server_and_agent_kills() {
         server_kills >= 1,
         "the agent finished before any kill: make the file longer"
     );
-    let answer: serde_json::Value = reqwest::Client::new()
+    let sql = |what: &str| format!("SELECT {what} AS n FROM events WHERE service = 'crash'");
+    let stored = count(&server, &sql("count(*)")).await;
+    let distinct = count(&server, &sql("count(DISTINCT message)")).await;
+    server.terminate();
+    assert_eq!(distinct, n as i64, "every line arrived");
+    assert_eq!(stored, n as i64, "no line arrived twice");
+    eprintln!(
+        "shipped {n} lines through {server_kills} server kills (agent killed: {agent_killed})"
+    );
+}
+
+async fn count(server: &Server, sql: &str) -> i64 {
+    let v: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/query", server.url))
-        .json(&serde_json::json!({"sql": "SELECT count(*) AS n, count(DISTINCT message) AS d FROM events WHERE service = 'crash'"}))
+        .json(&serde_json::json!({ "sql": sql }))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    server.terminate();
-    assert_eq!(answer[0]["d"], n, "every line arrived: {answer}");
-    assert_eq!(answer[0]["n"], n, "no line arrived twice: {answer}");
-    eprintln!(
-        "shipped {n} lines through {server_kills} server kills (agent killed: {agent_killed})"
+    v.get(0)
+        .and_then(|r| r.get("n"))
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0)
+}
+
+async fn wait_for(server: &Server, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count(server, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(n < want, "{sql}: {n} rows, more than the {want} expected");
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {n} rows after 30 s, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write_lines(path: &Path, prefix: &str, n: usize, append: bool) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .unwrap();
+    for i in 0..n {
+        writeln!(f, "{prefix} {i}").unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_follows_rotation_and_truncation_and_sends_host_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let file = work.path().join("app.log");
+    write_lines(&file, "first-file-line", 100, false);
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("ship")
+        .arg("--server")
+        .arg(server.quic.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--spool")
+        .arg(work.path().join("spool"))
+        .args([
+            "--service",
+            "rot",
+            "--batch-wait",
+            "50ms",
+            "--host-metrics",
+            "1s",
+        ])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'rot'";
+    wait_for(&server, sql, 100).await;
+    // Rotation: the file is renamed and a new one takes its name.
+    std::fs::rename(&file, work.path().join("app.log.1")).unwrap();
+    write_lines(&file, "second-file-line", 50, false);
+    wait_for(&server, sql, 150).await;
+    // Truncation: the file shrinks below what was read and grows again.
+    write_lines(&file, "c", 20, false);
+    wait_for(&server, sql, 170).await;
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(DISTINCT message) AS n FROM events WHERE message LIKE 'c %'"
+        )
+        .await,
+        20
     );
+    // Host metrics arrive as the `system` measurement.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(
+        &server,
+        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'system'",
+    )
+    .await
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no system measurement after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n = count(
+        &server,
+        "SELECT count(*) AS n FROM system WHERE hostname IS NOT NULL AND cpu_usage >= 0 AND memory_percent > 0 AND process_count > 0 AND uptime_seconds >= 0 AND disk_free >= 0 AND network_recv >= 0",
+    )
+    .await;
+    assert!(n >= 1, "system rows with every field: {n}");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    server.terminate();
 }

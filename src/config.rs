@@ -30,7 +30,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "VIGIL_QUIC_ADDR")]
     pub(crate) quic_addr: Option<SocketAddr>,
     /// QUIC TLS certificate chain (PEM) [default: a self-signed one created in
-    /// <data-dir>/tls/].
+    /// DATA_DIR/tls/].
     #[arg(long, env = "VIGIL_QUIC_CERT", requires = "quic_key")]
     pub(crate) quic_cert: Option<PathBuf>,
     /// Private key (PEM) of --quic-cert.
@@ -39,7 +39,7 @@ pub(crate) struct ServeArgs {
     /// Require QUIC clients to present a certificate signed by this CA (PEM).
     #[arg(long, env = "VIGIL_QUIC_CLIENT_CA")]
     pub(crate) quic_client_ca: Option<PathBuf>,
-    /// A token agents may write with, besides <data-dir>/admin.token. Repeatable.
+    /// A token agents may write with, besides DATA_DIR/admin.token. Repeatable.
     #[arg(long = "token", env = "VIGIL_TOKENS", value_delimiter = ',')]
     pub(crate) tokens: Vec<String>,
     /// Largest write request body, after gzip decompression [default: 64MiB].

@@ -56,13 +56,13 @@ pub(crate) struct ShipArgs {
     /// admin token are taken from there.
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Token to send [default: <data-dir>/admin.token].
+    /// Token to send [default: DATA_DIR/admin.token].
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Spool directory: batches wait here until acknowledged.
     #[arg(long, env = "VIGIL_SPOOL", default_value = "vigil-spool")]
     pub(crate) spool: PathBuf,
-    /// Agent id [default: made on first start, `<hostname>-<random>`, kept in the spool].
+    /// Agent id [default: HOSTNAME-RANDOM, made on first start and kept in the spool].
     #[arg(long)]
     pub(crate) agent_id: Option<String>,
     /// Send a batch at this many lines...

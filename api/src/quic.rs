@@ -578,7 +578,7 @@ impl Channel {
         .await;
         let prepared = match prepared {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return (self.reject(seq, &e), false),
+            Ok(Err(e)) => return self.refused(seq, e),
             Err(e) => {
                 return (
                     Pending::Now(Frame::Error {
@@ -597,7 +597,16 @@ impl Channel {
         };
         match self.engine.ship(prepared, &origin) {
             Ok(ticket) => (Pending::Ticket { seq, rows, ticket }, false),
-            Err(EngineError::Overloaded { .. }) => {
+            Err(e) => self.refused(seq, e),
+        }
+    }
+
+    /// The answer to a batch the engine would not take, and whether the stream stops:
+    /// bad data is rejected (the stream goes on); anything that may pass stops the
+    /// stream, so that no later batch overtakes this one.
+    fn refused(&self, seq: u64, e: EngineError) -> (Pending, bool) {
+        match e {
+            EngineError::Overloaded { .. } => {
                 self.stats.busy.fetch_add(1, Ordering::Relaxed);
                 (
                     Pending::Now(Frame::Busy {
@@ -607,10 +616,8 @@ impl Channel {
                     true,
                 )
             }
-            Err(e @ (EngineError::TypeConflict { .. } | EngineError::InvalidName { .. })) => {
-                (self.reject(seq, &e), false)
-            }
-            Err(e) => (
+            e if e.is_client_error() => (self.reject(seq, &e), false),
+            e => (
                 Pending::Now(Frame::Error {
                     code: code::UNAVAILABLE,
                     message: format!("batch {seq} could not be stored: {e}"),

@@ -192,10 +192,29 @@ async fn load_quic(
                 let Some(Frame::Resume { .. }) = read_frame(&mut recv, 1 << 20).await? else {
                     anyhow::bail!("no RESUME");
                 };
+                let mut broken = false;
                 for (s, _, body, _) in &inflight {
-                    write_frame(&mut send, &batch_frame(*s, body)).await?;
+                    if write_frame(&mut send, &batch_frame(*s, body)).await.is_err() {
+                        broken = true;
+                        break;
+                    }
                 }
                 loop {
+                    if broken {
+                        // The server stopped reading (after BUSY): take the answers it
+                        // sent, then resend the rest on a new stream.
+                        while let Ok(Some(Frame::Ack { .. })) = read_frame(&mut recv, 1 << 20).await {
+                            if let Some((_, n, body, t)) = inflight.pop_front() {
+                                hist.record(t.elapsed().as_micros() as u64)?;
+                                rows.fetch_add(n, Ordering::Relaxed);
+                                bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                                progress.inc(n);
+                            }
+                        }
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'stream;
+                    }
                     if done && inflight.is_empty() {
                         let _ = send.finish();
                         break 'stream;
@@ -204,12 +223,13 @@ async fn load_quic(
                         next = rx.recv_async(), if !done && inflight.len() < 8 => match next {
                             Ok((n, body)) => {
                                 seq += 1;
-                                write_frame(&mut send, &batch_frame(seq, &body)).await?;
+                                let frame = batch_frame(seq, &body);
                                 inflight.push_back((seq, n, body, Instant::now()));
+                                broken = write_frame(&mut send, &frame).await.is_err();
                             }
                             Err(()) => done = true,
                         },
-                        answer = read_frame(&mut recv, 1 << 20), if !inflight.is_empty() => match answer? {
+                        answer = read_frame(&mut recv, 1 << 20), if !inflight.is_empty() => match answer.unwrap_or(None) {
                             Some(Frame::Ack { seq: s, .. }) => {
                                 let Some((f, n, body, t)) = inflight.pop_front() else {
                                     anyhow::bail!("ACK {s} with nothing in flight");
@@ -225,6 +245,7 @@ async fn load_quic(
                                 tokio::time::sleep(Duration::from_millis(u64::from(retry_after_ms).min(100))).await;
                                 continue 'stream;
                             }
+                            None => broken = true,
                             other => anyhow::bail!("unexpected answer {other:?}"),
                         },
                     }

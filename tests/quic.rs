@@ -16,16 +16,32 @@ use vigil_api::quic::{read_frame, write_frame};
 use crate::server::{Server, free_port, free_udp_port};
 
 fn client(data_dir: &Path, alpn: &[u8]) -> quinn::Endpoint {
+    client_with(data_dir, alpn, None)
+}
+
+/// A client endpoint trusting the server's certificate, with an optional client
+/// certificate (DER chain, PKCS#8 key).
+fn client_with(
+    data_dir: &Path,
+    alpn: &[u8],
+    identity: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(data_dir.join("tls/server.crt")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some((chain, key)) => tls.with_client_auth_cert(chain, key).unwrap(),
+        None => tls.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![alpn.to_vec()];
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -471,5 +487,62 @@ async fn ship_follows_rotation_and_truncation_and_sends_host_metrics() {
     assert!(n >= 1, "system rows with every field: {n}");
     agent.kill().unwrap();
     agent.wait().unwrap();
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let work = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_path = work.path().join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["agent-1".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let identity = || {
+        (
+            vec![client_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
+        )
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_arg = ca_path.to_string_lossy().to_string();
+    let server = Server::start(dir.path(), free_port(), &["--quic-client-ca", &ca_arg]).await;
+    let token = admin_token(dir.path());
+    let hello_with = |endpoint: quinn::Endpoint| {
+        let token = token.clone();
+        let addr = server.quic;
+        async move {
+            let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await?;
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let hello = Frame::Hello {
+                version: protocol::VERSION,
+                token,
+                agent: "agent-1".into(),
+            };
+            write_frame(&mut send, &hello).await.unwrap();
+            Ok::<_, quinn::ConnectionError>(read_frame(&mut recv, 1 << 20).await.ok().flatten())
+        }
+    };
+    // Without a client certificate the server refuses the handshake (TLS 1.3 checks the
+    // client's certificate after the client thinks it is connected: the first exchange fails).
+    let refused = hello_with(client(dir.path(), protocol::ALPN)).await;
+    assert!(
+        !matches!(refused, Ok(Some(Frame::Welcome { .. }))),
+        "a client without a certificate was welcomed: {refused:?}"
+    );
+    let welcomed = hello_with(client_with(dir.path(), protocol::ALPN, Some(identity()))).await;
+    assert!(
+        matches!(welcomed, Ok(Some(Frame::Welcome { .. }))),
+        "{welcomed:?}"
+    );
     server.terminate();
 }

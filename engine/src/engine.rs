@@ -480,7 +480,7 @@ impl Engine {
         if table == EVENTS_TABLE {
             return Ok(None);
         }
-        let (schema, chunks, view) = {
+        let (schema, mut chunks, view) = {
             let st = self.inner.state.lock();
             let stored = self.inner.stored.lock();
             let Some(schema) = st.catalog.table(table).cloned() else {
@@ -524,7 +524,6 @@ impl Engine {
             }
         };
         // Buffered rows are newer than every file; among themselves, in write order.
-        let mut chunks = chunks;
         chunks.sort_by_key(|(lsn, _)| *lsn);
         let mut batches = Vec::with_capacity(chunks.len() + 1);
         batches.push(stored_rows);

@@ -3,15 +3,12 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quinn::crypto::rustls::QuicClientConfig;
 use rand::Rng;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use vigil_api::protocol::{self, Format, Frame, Precision, code};
-use vigil_api::quic::{read_frame, write_frame};
+use vigil_api::quic::{client_config, read_frame, write_frame};
 
 use crate::server::{Server, free_port, free_udp_port};
 
@@ -29,21 +26,7 @@ fn client_with(
         rustls::pki_types::PrivateKeyDer<'static>,
     )>,
 ) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data_dir.join("tls/server.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut tls = match identity {
-        Some((chain, key)) => tls.with_client_auth_cert(chain, key).unwrap(),
-        None => tls.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+    let config = client_config(&data_dir.join("tls/server.crt"), alpn, identity).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);
     endpoint

@@ -193,6 +193,42 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// A client configuration trusting the certificates in `ca` (PEM), offering `alpn`
+/// (normally [`protocol::ALPN`]), with an optional client certificate for mutual TLS,
+/// sending keep-alives every 10 s.
+pub fn client_config(
+    ca: &Path,
+    alpn: &[u8],
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<quinn::ClientConfig, QuicError> {
+    let tls_err = |e: &dyn std::fmt::Display| QuicError::Tls(format!("{}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err(&e))? {
+        roots
+            .add(cert.map_err(|e| tls_err(&e))?)
+            .map_err(|e| tls_err(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| QuicError::Tls(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
 /// The QUIC listener: bound, not yet accepting.
 pub struct QuicServer {
     endpoint: Endpoint,

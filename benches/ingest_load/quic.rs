@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use vigil_api::protocol::{self, Format, Frame, Precision};
-use vigil_api::quic::{read_frame, write_frame};
+use vigil_api::quic::{client_config, read_frame, write_frame};
 
 use super::{
     LoadArgs, Report, RssSampler, load_server, mpmc, progress_bar, read_batches, spawn_vigil,
@@ -85,20 +82,7 @@ fn current_rss(pid: u32) -> Option<u64> {
 }
 
 fn endpoint(data_dir: &Path) -> anyhow::Result<quinn::Endpoint> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data_dir.join("tls/server.crt"))? {
-        roots.add(c?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    config.transport_config(Arc::new(transport));
+    let config = client_config(&data_dir.join("tls/server.crt"), protocol::ALPN, None)?;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)

@@ -160,30 +160,37 @@ pub(crate) fn newest_per_series(
         .map(|b| align_to(&arrow_schema, b))
         .collect::<Result<Vec<_>>>()?;
     let all = concat_batches(&arrow_schema, &aligned)?;
-    let indices = newest_indices(&all, schema)?;
-    Ok(take_record_batch(&all, &indices)?)
+    // A series is one combination of all tags; a table without tags is one series.
+    let tags: Vec<&str> = schema.tag_names().collect();
+    newest_rows(&all, &tags)
 }
 
-/// Row indices of the newest row of each series of `batch`, ascending.
-fn newest_indices(batch: &RecordBatch, schema: &TableSchema) -> Result<UInt32Array> {
+/// The newest row (largest `time`, the later row on ties) of each combination of the
+/// values of `keys` in `batch`, in row order. With no keys, the newest row of all.
+pub fn newest_rows(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {
+    let indices = newest_indices(batch, keys)?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// Row indices of [`newest_rows`], ascending.
+fn newest_indices(batch: &RecordBatch, keys: &[&str]) -> Result<UInt32Array> {
     let time = batch
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
-    let tags: Vec<ArrayRef> = schema
-        .tag_names()
-        .filter_map(|t| batch.column_by_name(t).map(Arc::clone))
+    let columns: Vec<ArrayRef> = keys
+        .iter()
+        .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
         .collect();
-    if tags.is_empty() {
-        // A table without tags is one series.
+    if columns.is_empty() {
         let best = (0..batch.num_rows()).max_by_key(|&i| (time.value(i), i));
         return Ok(best.map(|i| i as u32).into_iter().collect());
     }
-    let fields = tags
+    let fields = columns
         .iter()
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
-    let rows = RowConverter::new(fields)?.convert_columns(&tags)?;
+    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
     let mut newest: HashMap<&[u8], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
     for i in 0..rows.num_rows() {
         let key = rows.row(i).data();

@@ -34,6 +34,7 @@ pub use config::EngineConfig;
 pub use engine::{Delivery, Engine, EngineStats, PreparedWrite, ShipTicket, WriteSummary};
 pub use error::{Error, LineError, Result};
 pub use events::{Event, normalise_severity, parse_events};
+pub use last_values::newest_rows;
 pub use line_protocol::{FieldValue, Line, Precision, parse_lines};
 pub use manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
 pub use payload::{

@@ -12,13 +12,11 @@
 //! could exclude a series' newest row and make an older one the answer), projections
 //! may only pick columns, and the ordering must be the `ON` tags then `time DESC`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::catalog::{Session, TableProvider};
@@ -32,7 +30,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::ExecutionPlan;
-use vigil_engine::{ColumnKind, Engine, TIME_COLUMN};
+use vigil_engine::{ColumnKind, Engine, TIME_COLUMN, newest_rows};
 
 use crate::scan::{ScanInfo, VigilScanExec};
 use crate::table::VigilTable;
@@ -240,7 +238,10 @@ impl TableProvider for LastValuesTable {
         let rows = planned_columns(&self.schema, &rows)?;
         let series = rows.num_rows();
         let rows = match &self.group_by {
-            Some(columns) => newest_per_group(&rows, columns)?,
+            Some(columns) => {
+                let keys: Vec<&str> = columns.iter().map(String::as_str).collect();
+                newest_rows(&rows, &keys).map_err(|e| DataFusionError::External(Box::new(e)))?
+            }
             None => rows,
         };
         let memory = MemorySourceConfig::try_new_exec(
@@ -269,36 +270,4 @@ fn planned_columns(schema: &SchemaRef, rows: &RecordBatch) -> Result<RecordBatch
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-}
-
-/// The newest row (largest `time`, the later row on ties) of each combination of the
-/// `columns` values in `rows`.
-fn newest_per_group(rows: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
-    let time = rows
-        .column_by_name(TIME_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| DataFusionError::Internal("last-value rows lack time".into()))?;
-    let keys = columns
-        .iter()
-        .map(|c| {
-            rows.column_by_name(c).cloned().ok_or_else(|| {
-                DataFusionError::Internal(format!("last-value rows lack column '{c}'"))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let fields = keys
-        .iter()
-        .map(|c| SortField::new(c.data_type().clone()))
-        .collect();
-    let converted = RowConverter::new(fields)?.convert_columns(&keys)?;
-    let mut newest: HashMap<&[u8], u32> = HashMap::new();
-    for i in 0..converted.num_rows() {
-        let slot = newest.entry(converted.row(i).data()).or_insert(i as u32);
-        if time.value(i) >= time.value(*slot as usize) {
-            *slot = i as u32;
-        }
-    }
-    let mut indices: Vec<u32> = newest.into_values().collect();
-    indices.sort_unstable();
-    Ok(take_record_batch(rows, &UInt32Array::from(indices))?)
 }

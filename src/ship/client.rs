@@ -10,13 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
-use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Endpoint, VarInt};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
-use vigil_api::quic::{read_frame, write_frame};
+use vigil_api::quic::{client_config, read_frame, write_frame};
 
 use super::Stats;
 use super::spool::Spool;
@@ -45,24 +42,7 @@ enum End {
 
 /// A QUIC client endpoint trusting the certificates in `ca` (PEM).
 pub(crate) fn endpoint(ca: &Path, server: SocketAddr) -> anyhow::Result<Endpoint> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("reading CA certificate {}", ca.display()))?
-    {
-        roots
-            .add(cert.with_context(|| format!("reading {}", ca.display()))?)
-            .with_context(|| format!("using {} as a trust root", ca.display()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    config.transport_config(Arc::new(transport));
+    let config = client_config(ca, protocol::ALPN, None)?;
     let bind: SocketAddr = if server.is_ipv6() {
         "[::]:0".parse()?
     } else {

@@ -137,7 +137,8 @@ fn malformed(message: impl Into<String>) -> DecodeError {
 }
 
 impl Format {
-    fn to_byte(self) -> u8 {
+    /// The `format` byte of a `BATCH`.
+    pub fn to_byte(self) -> u8 {
         match self {
             Format::LineProtocol(Precision::Nanoseconds) => 1,
             Format::LineProtocol(Precision::Microseconds) => 2,
@@ -147,7 +148,8 @@ impl Format {
         }
     }
 
-    fn from_byte(b: u8) -> Option<Self> {
+    /// The format of a `BATCH` `format` byte; `None` for an unknown one.
+    pub fn from_byte(b: u8) -> Option<Self> {
         Some(match b {
             1 => Format::LineProtocol(Precision::Nanoseconds),
             2 => Format::LineProtocol(Precision::Microseconds),

@@ -173,7 +173,7 @@ impl Client {
                     .lock()
                     .after(sent_upto, max_in_flight - in_flight);
                 for r in records {
-                    let format = match protocol_format(r.format) {
+                    let format = match protocol::Format::from_byte(r.format) {
                         Some(f) => f,
                         None => bail!("spool record {} has unknown format {}", r.seq, r.format),
                     };
@@ -226,16 +226,4 @@ impl Client {
             }
         }
     }
-}
-
-fn protocol_format(b: u8) -> Option<protocol::Format> {
-    use protocol::{Format, Precision};
-    Some(match b {
-        1 => Format::LineProtocol(Precision::Nanoseconds),
-        2 => Format::LineProtocol(Precision::Microseconds),
-        3 => Format::LineProtocol(Precision::Milliseconds),
-        4 => Format::LineProtocol(Precision::Seconds),
-        5 => Format::Events,
-        _ => return None,
-    })
 }

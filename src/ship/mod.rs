@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use vigil_api::auth::admin_token_path;
+use vigil_api::protocol::{Format, Precision};
 use vigil_api::quic::self_signed_cert_path;
 
 use input::{Input, LineFormat, Shaper};
@@ -127,16 +128,17 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
             .to_string(),
         (None, None) => bail!("give --token (or VIGIL_TOKEN) or --data-dir"),
     };
-    let format_byte = match args.format {
-        LineFormat::Lp => match args.precision.as_str() {
-            "ns" | "n" => 1,
-            "us" | "u" => 2,
-            "ms" => 3,
-            "s" => 4,
+    let format = match args.format {
+        LineFormat::Lp => Format::LineProtocol(match args.precision.as_str() {
+            "ns" | "n" => Precision::Nanoseconds,
+            "us" | "u" => Precision::Microseconds,
+            "ms" => Precision::Milliseconds,
+            "s" => Precision::Seconds,
             other => bail!("invalid precision '{other}': expected ns, us, ms or s"),
-        },
-        LineFormat::Ndjson | LineFormat::Text => 5,
+        }),
+        LineFormat::Ndjson | LineFormat::Text => Format::Events,
     };
+    let format_byte = format.to_byte();
     let mut fields = Map::new();
     for (k, v) in [
         ("service", &args.service),
@@ -348,12 +350,13 @@ fn batch_loop(
                 } else {
                     shaper
                 };
-                if source.as_deref() == Some(HOST_METRICS) && format != 1 {
+                let lp_ns = Format::LineProtocol(Precision::Nanoseconds).to_byte();
+                if source.as_deref() == Some(HOST_METRICS) && format != lp_ns {
                     // Metrics are line protocol; a batch holds one format.
                     flush(&mut body, &mut lines, &mut positions)?;
                     let mut lp = Vec::new();
                     metrics.push(&mut lp, &text, None, now);
-                    spool.lock().append(1, lp, 1, &[])?;
+                    spool.lock().append(lp_ns, lp, 1, &[])?;
                     notify.notify_one();
                     continue;
                 }

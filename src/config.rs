@@ -10,7 +10,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use vigil_api::HttpConfig;
 use vigil_api::quic::QuicConfig;
-use vigil_engine::EngineConfig;
+use vigil_engine::{EngineConfig, EventsConfig};
 use vigil_query::{LifecycleConfig, QueryConfig, Retention};
 use vigil_wal::{Durability, RecoveryMode, WalConfig};
 
@@ -97,6 +97,18 @@ pub(crate) struct ServeArgs {
     /// `DISTINCT ON (tags) ... ORDER BY tags, time DESC`; 0 turns it off [default: 250000].
     #[arg(long, env = "VIGIL_LAST_VALUE_SERIES")]
     pub(crate) last_value_series: Option<usize>,
+    /// Group event messages into templates and fingerprints (`false`: template = message,
+    /// fingerprint = its hash) [default: true].
+    #[arg(long, env = "VIGIL_GROUPING")]
+    pub(crate) grouping: Option<bool>,
+    /// An event equal to one stored this recently (same `event_id`, or same content) is
+    /// not stored again; `0s` turns deduplication off [default: 15m].
+    #[arg(long, env = "VIGIL_DEDUP_WINDOW")]
+    pub(crate) dedup_window: Option<humantime::Duration>,
+    /// Most dedup keys kept in memory, oldest forgotten first (about 64 bytes each)
+    /// [default: 1000000].
+    #[arg(long, env = "VIGIL_DEDUP_MAX_KEYS")]
+    pub(crate) dedup_max_keys: Option<usize>,
     /// Log filter, e.g. `info` or `vigil_engine=debug` [default: info].
     #[arg(long, env = "VIGIL_LOG")]
     pub(crate) log: Option<String>,
@@ -135,6 +147,10 @@ struct FileConfig {
     lifecycle_interval: Option<Duration>,
     compaction_max_files: Option<usize>,
     last_value_series: Option<usize>,
+    grouping: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    dedup_window: Option<Duration>,
+    dedup_max_keys: Option<usize>,
     log: Option<String>,
 }
 
@@ -199,6 +215,22 @@ impl ServeArgs {
                 .last_value_series
                 .or(file.last_value_series)
                 .unwrap_or(engine_defaults.last_value_max_series),
+            events: EventsConfig {
+                grouping: self
+                    .grouping
+                    .or(file.grouping)
+                    .unwrap_or(engine_defaults.events.grouping),
+                dedup_window: self
+                    .dedup_window
+                    .map(Into::into)
+                    .or(file.dedup_window)
+                    .unwrap_or(engine_defaults.events.dedup_window),
+                dedup_max_keys: self
+                    .dedup_max_keys
+                    .or(file.dedup_max_keys)
+                    .unwrap_or(engine_defaults.events.dedup_max_keys),
+                ..engine_defaults.events.clone()
+            },
         };
         engine.validate().context("invalid configuration")?;
         let http = HttpConfig {

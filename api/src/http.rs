@@ -13,7 +13,7 @@ use vigil_query::QueryEngine;
 
 use crate::metrics::{HttpMetrics, render_metrics};
 use crate::quic::QuicStats;
-use crate::{query, write};
+use crate::{analytics, query, write};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -80,6 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/query",
             get(query::query_get).post(query::query_post),
         )
+        .route("/api/v1/recurrence", get(analytics::recurrence))
+        .route("/api/v1/trends", get(analytics::trends))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         // Bodies are limited by the handlers themselves (before and after gzip).

@@ -5,6 +5,7 @@
 //! `/metrics`. Every error maps
 //! to a status code in one place ([`ApiError`]), and never leaks internals.
 
+mod analytics;
 pub mod auth;
 mod error;
 mod http;

@@ -73,6 +73,24 @@ pub(crate) fn render_metrics(
         s.parquet_files_written,
     );
     metric(
+        "vigil_event_duplicates_total",
+        "counter",
+        "Events not stored because an equal one was stored within the dedup window.",
+        s.event_duplicates,
+    );
+    metric(
+        "vigil_dedup_keys",
+        "gauge",
+        "Dedup keys held in memory.",
+        s.dedup_keys as u64,
+    );
+    metric(
+        "vigil_event_clusters",
+        "gauge",
+        "Message templates (clusters) learned by the grouper.",
+        s.event_clusters as u64,
+    );
+    metric(
         "vigil_parquet_files",
         "gauge",
         "Parquet files in the manifest.",

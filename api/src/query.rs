@@ -144,7 +144,7 @@ impl From<QueryError> for ApiError {
     }
 }
 
-async fn run(state: &AppState, sql: &str, format: Format) -> Result<Response, ApiError> {
+pub(crate) async fn run(state: &AppState, sql: &str, format: Format) -> Result<Response, ApiError> {
     let mut stream = state.query.execute(sql).await.map_err(|e| {
         tracing::debug!(error = %e, "query refused");
         ApiError::from(e)

@@ -88,7 +88,7 @@ pub(crate) async fn write_events(
     body: Body,
 ) -> Result<Response, ApiError> {
     let summary = ingest(&state, &headers, body, Payload::Events).await?;
-    let body = serde_json::json!({ "accepted": summary.rows, "duplicates": 0 });
+    let body = serde_json::json!({ "accepted": summary.rows, "duplicates": summary.duplicates });
     Ok(Json(body).into_response())
 }
 

@@ -11,6 +11,7 @@ use tower::ServiceExt;
 use vigil_api::{AppState, HttpConfig, router};
 use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
 
+mod analytics;
 mod query;
 
 /// The router over `engine`, with a query engine of default limits.

@@ -4,6 +4,7 @@ use std::time::Duration;
 use vigil_wal::WalConfig;
 
 use crate::error::{Error, Result};
+use crate::event_state::EventsConfig;
 
 /// Settings of the storage engine.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct EngineConfig {
     /// Most series per table the last-value cache keeps (beyond it the table's newest
     /// rows are read from its files at every use); 0 turns the cache off. Default 250,000.
     pub last_value_max_series: usize,
+    /// Fingerprinting and deduplication of events.
+    pub events: EventsConfig,
 }
 
 impl Default for EngineConfig {
@@ -39,6 +42,7 @@ impl Default for EngineConfig {
             background_flush: true,
             row_group_rows: 1024 * 1024,
             last_value_max_series: 250_000,
+            events: EventsConfig::default(),
         }
     }
 }

@@ -18,14 +18,18 @@ use vigil_wal::{FsStorage, Wal};
 use crate::batch::{TableBatch, build_metric_batches, split_by_day};
 use crate::buffer::{Buffer, Chunk};
 use crate::config::EngineConfig;
+use crate::dedup::Reservation;
 use crate::error::{Error, Result};
+use crate::event_state::EventState;
 use crate::events::{events_batch, parse_events};
+use crate::grouping::GroupInfo;
 use crate::last_values::{CacheView, LastValues, newest_per_series, read_newest};
 use crate::line_protocol::Precision;
 use crate::manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
 use crate::payload::{self, KIND_SHIPPED_BATCHES, KIND_TABLE_BATCHES, Origin};
 use crate::persist::{PartitionRows, write_partition};
 use crate::persist::{PartitionWriter, merge_rows};
+use crate::recurrence::{FingerprintStats, Recurrence, RecurrenceQuery, RecurrenceRow};
 use crate::schema::{Catalog, EVENTS_TABLE, TableSchema, events_schema};
 use crate::snapshot::{BufferedPartition, DataFile, TableSnapshot};
 use crate::time::TimeProvider;
@@ -37,6 +41,15 @@ pub struct PreparedWrite {
     batches: Vec<TableBatch>,
     payload: Vec<u8>,
     rows: usize,
+    /// Events dropped as duplicates.
+    duplicates: usize,
+    events: Option<LoggedEvents>,
+}
+
+/// What a write of events changes once it is logged.
+struct LoggedEvents {
+    recurrence: Recurrence,
+    reservation: Option<Reservation>,
 }
 
 impl PreparedWrite {
@@ -52,6 +65,8 @@ pub struct WriteSummary {
     pub rows: usize,
     /// LSN of the WAL record, 0 for an empty write.
     pub lsn: u64,
+    /// Events not stored because an equal one was stored within the dedup window.
+    pub duplicates: usize,
 }
 
 /// What became of a shipped batch.
@@ -74,6 +89,7 @@ pub struct ShipTicket {
     inner: Arc<Inner>,
     submitted: Submitted,
     rows: usize,
+    duplicates: usize,
 }
 
 impl ShipTicket {
@@ -88,6 +104,7 @@ impl ShipTicket {
                 Ok(Delivery::Stored(WriteSummary {
                     rows: self.rows,
                     lsn,
+                    duplicates: self.duplicates,
                 }))
             }
             Submitted::Duplicate { stored_seq, lsn } => {
@@ -134,6 +151,12 @@ pub struct EngineStats {
     pub parquet_files: usize,
     pub wal_poisoned: Option<String>,
     pub last_flush_error: Option<String>,
+    /// Events dropped as duplicates since start.
+    pub event_duplicates: u64,
+    /// Dedup keys held.
+    pub dedup_keys: usize,
+    /// Message clusters (templates) learned.
+    pub event_clusters: usize,
 }
 
 struct State {
@@ -167,6 +190,8 @@ struct Inner {
     /// Next number for a new file's name; flushes and compactions both draw from it.
     next_file_id: AtomicU64,
     wake: Sender<FlusherMsg>,
+    /// Grouper, dedup keys and recurrence statistics of the events.
+    events: EventState,
     counters: Counters,
     last_flush_error: Mutex<Option<String>>,
     stopped: AtomicBool,
@@ -219,17 +244,29 @@ impl Engine {
                     .map(move |(&channel, &seq)| ((agent.clone(), channel), (seq, 0)))
             })
             .collect();
+        let events = EventState::open(
+            &dir,
+            config.events.clone(),
+            manifest.checkpoint_lsn,
+            clock.now_nanos(),
+        )?;
         let (wal, report) = Wal::open(
             storage,
             config.wal.clone(),
             manifest.checkpoint_lsn,
             |lsn, kind, bytes| {
-                replay_record(&mut catalog, &mut buffer, &mut shipped, lsn, kind, bytes).map_err(
-                    |e| vigil_wal::Error::Replay {
+                let mut replay = Replay {
+                    catalog: &mut catalog,
+                    buffer: &mut buffer,
+                    shipped: &mut shipped,
+                    events: &events,
+                };
+                replay
+                    .record(lsn, kind, bytes)
+                    .map_err(|e| vigil_wal::Error::Replay {
                         lsn,
                         reason: e.to_string(),
-                    },
-                )
+                    })
             },
         )?;
         tracing::info!(
@@ -257,6 +294,7 @@ impl Engine {
             stored: Mutex::new(stored),
             next_file_id,
             wake,
+            events,
             counters: Counters::default(),
             last_flush_error: Mutex::new(None),
             stopped: AtomicBool::new(false),
@@ -290,7 +328,7 @@ impl Engine {
     /// resend. Submissions are ordered, so tickets of one channel can be awaited while
     /// the next batches are submitted.
     pub fn ship(&self, write: PreparedWrite, origin: &Origin) -> Result<ShipTicket> {
-        let rows = write.rows;
+        let (rows, duplicates) = (write.rows, write.duplicates);
         let write = PreparedWrite {
             payload: payload::encode_origin(origin, &write.payload),
             ..write
@@ -300,6 +338,7 @@ impl Engine {
             inner: Arc::clone(&self.inner),
             submitted,
             rows,
+            duplicates,
         })
     }
 
@@ -337,23 +376,38 @@ impl Engine {
         self.inner.prepared(checks, batches, rows)
     }
 
-    /// Decodes events (NDJSON or a JSON array) and prepares them for [`Engine::commit`].
+    /// Decodes events (NDJSON or a JSON array), fingerprints them, drops duplicates and
+    /// prepares the rest for [`Engine::commit`].
     pub fn prepare_events(&self, body: &[u8]) -> Result<PreparedWrite> {
         self.inner.check_capacity()?;
         let now = self.inner.clock.now_nanos();
-        let events = parse_events(body, now)?;
-        let batches = if events.is_empty() {
-            Vec::new()
+        let mut events = parse_events(body, now)?;
+        let prepared = self.inner.events.prepare(&mut events, now);
+        let (batches, recurrence) = if events.is_empty() {
+            (Vec::new(), Recurrence::default())
         } else {
-            split_by_day(EVENTS_TABLE, events_batch(&events, now)?)?
+            let batch = events_batch(&events, now)?;
+            let recurrence = Recurrence::of_batch(&batch)?;
+            (split_by_day(EVENTS_TABLE, batch)?, recurrence)
         };
-        self.inner.prepared(Vec::new(), batches, events.len())
+        let mut write = self.inner.prepared(Vec::new(), batches, events.len())?;
+        write.duplicates = prepared.duplicates;
+        write.events = Some(LoggedEvents {
+            recurrence,
+            reservation: prepared.reservation,
+        });
+        Ok(write)
     }
 
     /// Logs the write in the WAL, buffers it, and resolves once it is durable.
     pub async fn commit(&self, write: PreparedWrite) -> Result<WriteSummary> {
+        let duplicates = write.duplicates;
         if write.rows == 0 {
-            return Ok(WriteSummary { rows: 0, lsn: 0 });
+            return Ok(WriteSummary {
+                rows: 0,
+                lsn: 0,
+                duplicates,
+            });
         }
         let rows = write.rows;
         let ticket = self.inner.submit(write)?;
@@ -363,7 +417,27 @@ impl Engine {
             .rows
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(WriteSummary { rows, lsn })
+        Ok(WriteSummary {
+            rows,
+            lsn,
+            duplicates,
+        })
+    }
+
+    /// Recurrence of every fingerprint over a window (see [`RecurrenceQuery`]).
+    pub fn recurrence(&self, query: &RecurrenceQuery) -> Vec<RecurrenceRow> {
+        self.inner.events.recurrence(query)
+    }
+
+    /// Every fingerprint's statistics, with its grouping version and current template
+    /// (`None` for a client's own fingerprint), in fingerprint order.
+    pub fn fingerprints(&self) -> Vec<(u64, FingerprintStats, Option<GroupInfo>)> {
+        self.inner.events.fingerprints()
+    }
+
+    /// The engine's clock, nanoseconds since the epoch.
+    pub fn now_nanos(&self) -> i64 {
+        self.inner.clock.now_nanos()
     }
 
     /// Writes every buffered row to Parquet and advances the checkpoint. Blocking.
@@ -654,16 +728,16 @@ impl Inner {
         batches: Vec<TableBatch>,
         rows: usize,
     ) -> Result<PreparedWrite> {
-        let payload = if rows == 0 {
-            Vec::new()
-        } else {
-            payload::encode(&batches)?
-        };
+        // Also for no rows: a shipped batch of only duplicates is still logged, for its
+        // sequence number.
+        let payload = payload::encode(&batches)?;
         Ok(PreparedWrite {
             checks,
             batches,
             payload,
             rows,
+            duplicates: 0,
+            events: None,
         })
     }
 
@@ -700,6 +774,12 @@ impl Inner {
         self.ensure_room(st)?;
         self.check_catalog(&st.catalog, &write.checks)?;
         let ticket = self.wal.submit(kind, write.payload)?;
+        if let Some(events) = write.events {
+            if let Some(r) = events.reservation {
+                r.keep();
+            }
+            self.events.logged(events.recurrence);
+        }
         for (table, schema, _) in &write.checks {
             st.catalog.register(table, schema);
         }
@@ -800,7 +880,16 @@ impl Inner {
         manifest.checkpoint_lsn = checkpoint;
         manifest.shipped = shipped;
         manifest.next_file_id = self.next_file_id.load(Ordering::SeqCst);
+        let flushed_events: Vec<&RecordBatch> = pending
+            .iter()
+            .flat_map(|b| b.partitions())
+            .filter(|(table, _, _)| *table == EVENTS_TABLE)
+            .flat_map(|(_, _, chunks)| chunks.iter().map(|c| &c.batch))
+            .collect();
+        let events_state = self.events.save(&flushed_events, checkpoint)?;
         manifest.save(&self.config.data_dir)?;
+        self.events
+            .installed(events_state, checkpoint, self.clock.now_nanos());
         {
             // Both under the locks together, so that a snapshot sees these rows either
             // in the buffers being flushed or in the files, never in both or neither.
@@ -907,6 +996,9 @@ impl Inner {
             parquet_files,
             wal_poisoned: self.wal.poisoned(),
             last_flush_error: self.last_flush_error.lock().clone(),
+            event_duplicates: self.events.duplicates(),
+            dedup_keys: self.events.dedup_keys(),
+            event_clusters: self.events.clusters(),
         }
     }
 }
@@ -985,41 +1077,47 @@ fn set_schema(manifest: &mut Manifest, table: &str, schema: &TableSchema) {
         .schema = schema.clone();
 }
 
-fn replay_record(
-    catalog: &mut Catalog,
-    buffer: &mut Buffer,
-    shipped: &mut HashMap<(String, u32), (u64, u64)>,
-    lsn: u64,
-    kind: u8,
-    bytes: &[u8],
-) -> Result<()> {
-    let batches = match kind {
-        KIND_TABLE_BATCHES => payload::decode(lsn, bytes)?,
-        KIND_SHIPPED_BATCHES => {
-            let (origin, rest) = payload::decode_origin(lsn, bytes)?;
-            let batches = payload::decode(lsn, rest)?;
-            let slot = shipped
-                .entry((origin.agent, origin.channel))
-                .or_insert((0, 0));
-            if origin.seq > slot.0 {
-                *slot = (origin.seq, lsn);
+/// What WAL replay rebuilds.
+struct Replay<'a> {
+    catalog: &'a mut Catalog,
+    buffer: &'a mut Buffer,
+    shipped: &'a mut HashMap<(String, u32), (u64, u64)>,
+    events: &'a EventState,
+}
+
+impl Replay<'_> {
+    fn record(&mut self, lsn: u64, kind: u8, bytes: &[u8]) -> Result<()> {
+        let batches = match kind {
+            KIND_TABLE_BATCHES => payload::decode(lsn, bytes)?,
+            KIND_SHIPPED_BATCHES => {
+                let (origin, rest) = payload::decode_origin(lsn, bytes)?;
+                let batches = payload::decode(lsn, rest)?;
+                let slot = self
+                    .shipped
+                    .entry((origin.agent, origin.channel))
+                    .or_insert((0, 0));
+                if origin.seq > slot.0 {
+                    *slot = (origin.seq, lsn);
+                }
+                batches
             }
-            batches
+            _ => {
+                return Err(Error::BadRecord {
+                    lsn,
+                    reason: format!("unknown record kind {kind}"),
+                });
+            }
+        };
+        for tb in &batches {
+            if tb.table == EVENTS_TABLE {
+                self.events.replayed(&tb.batch)?;
+            } else {
+                self.catalog.register(&tb.table, &tb.batch.schema());
+            }
         }
-        _ => {
-            return Err(Error::BadRecord {
-                lsn,
-                reason: format!("unknown record kind {kind}"),
-            });
-        }
-    };
-    for tb in &batches {
-        if tb.table != EVENTS_TABLE {
-            catalog.register(&tb.table, &tb.batch.schema());
-        }
+        self.buffer.insert(lsn, batches);
+        Ok(())
     }
-    buffer.insert(lsn, batches);
-    Ok(())
 }
 
 fn line_of(body: &[u8], offset: usize) -> usize {

@@ -90,6 +90,9 @@ pub enum Error {
     #[error("manifest {path} is invalid: {reason}")]
     Manifest { path: String, reason: String },
 
+    #[error("event state file {path} is unreadable: {reason}")]
+    State { path: String, reason: String },
+
     #[error("WAL record {lsn} cannot be decoded: {reason}")]
     BadRecord { lsn: u64, reason: String },
 }

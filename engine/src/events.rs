@@ -4,7 +4,9 @@
 //! is told by its size: below 1e11 seconds, below 1e14 milliseconds, below 1e17
 //! microseconds, else nanoseconds; a fractional number is seconds), `event_id`,
 //! `severity` (or `level`), `service`, `component`, `environment`, `system_id`,
-//! `event_type`, `message` (or `msg`, required). The whole object is kept as JSON text in
+//! `event_type`, `message` (or `msg`, required), `fingerprint` (a client's own grouping:
+//! a list of strings). `template` and `fingerprint` are left for the engine's grouper
+//! to fill. The whole object is kept as JSON text in
 //! `attributes`, so no key is lost.
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Int32Type;
 use serde_json::{Map, Value};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{Error, LineError, Result};
 use crate::schema::events_schema;
@@ -35,6 +37,9 @@ pub struct Event {
     pub message: String,
     pub template: String,
     pub fingerprint: u64,
+    /// The client's own grouping (`fingerprint`: a list of strings, `{{default}}` standing
+    /// for the computed fingerprint).
+    pub custom_fingerprint: Option<Vec<String>>,
     /// The original object, as JSON.
     pub attributes: String,
 }
@@ -131,11 +136,31 @@ fn event_from_value(value: Value, now: i64) -> Result<Event, String> {
         environment: text(&obj, "environment")?,
         system_id: text(&obj, "system_id")?,
         event_type: text(&obj, "event_type")?,
-        fingerprint: xxh3_64(message.as_bytes()),
-        template: message.clone(),
+        custom_fingerprint: custom_fingerprint(&obj)?,
+        fingerprint: 0,
+        template: String::new(),
         message,
         attributes,
     })
+}
+
+/// A client's `fingerprint`: a non-empty list of strings (or one string).
+fn custom_fingerprint(obj: &Map<String, Value>) -> Result<Option<Vec<String>>, String> {
+    const WHAT: &str = "'fingerprint' must be a non-empty list of strings";
+    match obj.get("fingerprint") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| WHAT.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(WHAT.into()),
+    }
 }
 
 fn text(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
@@ -310,6 +335,14 @@ mod tests {
         assert!(parse_events(br#"{"message":"a","service":{"x":1}}"#, 0).is_err());
         assert!(parse_events(br#"{"message":"a","time":1e300}"#, 0).is_err());
         assert!(parse_events(b"{\"message\":\"\xff\"}", 0).is_err());
+        assert!(parse_events(br#"{"message":"a","fingerprint":[]}"#, 0).is_err());
+        assert!(parse_events(br#"{"message":"a","fingerprint":[1]}"#, 0).is_err());
+        let ev = parse_events(br#"{"message":"a","fingerprint":["{{default}}","x"]}"#, 0).unwrap();
+        assert_eq!(ev[0].custom_fingerprint.as_deref().unwrap().len(), 2);
+        assert!(parse_events(br#"{"message":"a","fingerprint":[]}"#, 0).is_err());
+        assert!(parse_events(br#"{"message":"a","fingerprint":[1]}"#, 0).is_err());
+        let ev = parse_events(br#"{"message":"a","fingerprint":["{{default}}","x"]}"#, 0).unwrap();
+        assert_eq!(ev[0].custom_fingerprint.as_deref().unwrap().len(), 2);
     }
 
     #[test]

@@ -17,14 +17,18 @@
 mod batch;
 mod buffer;
 mod config;
+mod dedup;
 mod engine;
 mod error;
+mod event_state;
 mod events;
+mod grouping;
 mod last_values;
 mod line_protocol;
 mod manifest;
 mod payload;
 mod persist;
+mod recurrence;
 mod schema;
 mod snapshot;
 mod time;
@@ -33,7 +37,12 @@ pub use batch::TableBatch;
 pub use config::EngineConfig;
 pub use engine::{Delivery, Engine, EngineStats, PreparedWrite, ShipTicket, WriteSummary};
 pub use error::{Error, LineError, Result};
+pub use event_state::{EVENTS_STATE_DIR, EventsConfig};
 pub use events::{Event, normalise_severity, parse_events};
+pub use grouping::{
+    DEFAULT_PLACEHOLDER, DrainConfig, GROUPING_VERSION, GroupInfo, Grouped, Grouper, WILDCARD,
+    custom_fingerprint, fingerprint_of, template,
+};
 pub use last_values::newest_rows;
 pub use line_protocol::{FieldValue, Line, Precision, parse_lines};
 pub use manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
@@ -42,6 +51,10 @@ pub use payload::{
     encode as encode_payload, encode_origin,
 };
 pub use persist::{PartitionWriter, partition_name, table_dir_name};
+pub use recurrence::{
+    BUCKET_NANOS, FingerprintStats, MAX_LISTED, Recurrence, RecurrenceQuery, RecurrenceRow,
+    RecurrenceStatus,
+};
 pub use schema::{
     Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema,
 };

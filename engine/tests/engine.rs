@@ -62,7 +62,7 @@ async fn unflushed_writes_survive_a_restart_exactly_once() {
     assert_eq!(engine.stats().buffered_rows, 0);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for entry in walk(from) {
         let rel = entry.strip_prefix(from).unwrap();
         if rel.to_str() == Some("LOCK") {

@@ -1,6 +1,8 @@
 //! Integration tests of `vigil-engine`: write, flush, restart, recover.
 
 mod engine;
+mod events;
+mod grouping;
 mod last_values;
 mod line_protocol;
 

@@ -79,6 +79,7 @@ impl QueryEngine {
         let catalog = ctx
             .catalog("datafusion")
             .ok_or_else(|| QueryError::Internal("no default catalog".into()))?;
+        crate::recurrence::register(&ctx, &engine);
         catalog.register_schema("public", Arc::new(VigilSchema { engine }))?;
         ctx.add_analyzer_rule(Arc::new(LastValueRule));
         Ok(Self {

@@ -31,6 +31,7 @@ use vigil_engine::{ColumnKind, DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, Tabl
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
 use crate::prune::prune_sources;
+use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
 
 /// The tables of the store, listed live from the engine.
@@ -41,10 +42,21 @@ pub(crate) struct VigilSchema {
 #[async_trait]
 impl SchemaProvider for VigilSchema {
     fn table_names(&self) -> Vec<String> {
-        self.engine.table_names()
+        let mut names = self.engine.table_names();
+        if !names.iter().any(|n| n == FINGERPRINTS_TABLE) {
+            names.push(FINGERPRINTS_TABLE.to_string());
+            names.sort();
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        // `fingerprints` is reserved: a measurement of that name is not reachable by SQL.
+        if name == FINGERPRINTS_TABLE {
+            return Ok(Some(Arc::new(FingerprintsTable {
+                engine: Arc::clone(&self.engine),
+            })));
+        }
         Ok(self.engine.table_schema(name).map(|schema| {
             Arc::new(VigilTable {
                 engine: Arc::clone(&self.engine),
@@ -55,7 +67,7 @@ impl SchemaProvider for VigilSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.engine.table_schema(name).is_some()
+        name == FINGERPRINTS_TABLE || self.engine.table_schema(name).is_some()
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use vigil_engine::{Engine, EngineConfig, Precision, SystemTimeProvider};
+use vigil_engine::{
+    Engine, EngineConfig, MockTimeProvider, Precision, SystemTimeProvider, TimeProvider,
+};
 use vigil_query::{Lifecycle, LifecycleConfig, QueryConfig, QueryEngine};
 use vigil_wal::{Durability, WalConfig};
 
@@ -10,6 +12,8 @@ pub(crate) struct Store {
     pub(crate) engine: Arc<Engine>,
     pub(crate) query: QueryEngine,
     pub(crate) lifecycle: Lifecycle,
+    /// The engine's clock: the time of opening until a test sets it.
+    pub(crate) clock: Arc<MockTimeProvider>,
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -27,8 +31,10 @@ impl Store {
             row_group_rows: 4,
             ..EngineConfig::default()
         };
-        let engine = Arc::new(Engine::open(config, Arc::new(SystemTimeProvider)).unwrap());
+        let clock = Arc::new(MockTimeProvider::new(SystemTimeProvider.now_nanos()));
+        let engine = Arc::new(Engine::open(config, Arc::clone(&clock) as Arc<_>).unwrap());
         Self {
+            clock,
             query: QueryEngine::new(Arc::clone(&engine), query).unwrap(),
             lifecycle: Lifecycle::new(Arc::clone(&engine), lifecycle).unwrap(),
             engine,

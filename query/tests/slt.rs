@@ -4,6 +4,8 @@
 //! - `WRITE LINES` followed by line protocol (nanosecond timestamps) on the next lines;
 //! - `WRITE EVENTS` followed by NDJSON events;
 //! - `WRITE FILE <path>`: line protocol from a file under `tests/slt/`;
+//! - `CLOCK <RFC 3339 time>`: sets the engine's clock (ingest time, dedup window, the
+//!   "now" of `recurrence()`);
 //! - `FLUSH`: buffer to Parquet; `COMPACT`: compact every partition with several files;
 //! - `EXPLAIN SCAN <query>`: the `VigilScanExec` lines of the plan (files and buffered
 //!   days read and pruned);
@@ -68,6 +70,14 @@ impl sqllogictest::AsyncDB for VigilDb {
             let body = std::fs::read_to_string(slt_dir().join(path.trim())).map_err(err)?;
             let rows = self.store.write_lines(&body).await.map_err(err)?;
             return Ok(DBOutput::StatementComplete(rows as u64));
+        }
+        if let Some(at) = strip_word(text, "CLOCK") {
+            let at = chrono::DateTime::parse_from_rfc3339(at.trim()).map_err(err)?;
+            let nanos = at
+                .timestamp_nanos_opt()
+                .ok_or_else(|| err("clock out of range"))?;
+            self.store.clock.set(nanos);
+            return Ok(DBOutput::StatementComplete(0));
         }
         if text.eq_ignore_ascii_case("FLUSH") {
             self.store.engine.flush().map_err(err)?;

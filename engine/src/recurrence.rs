@@ -1,0 +1,453 @@
+//! Recurrence statistics per fingerprint, maintained incrementally at ingest: count,
+//! first and last seen, a sample message, the template, the distinct services and
+//! systems, and counts per minute of event time.
+//!
+//! Every operation is a commutative merge, so statistics built from the same events in
+//! any order or split are equal: a write's [`Recurrence`] is computed from its rows and
+//! merged into the live statistics once the write is logged, and the flusher merges the
+//! flushed rows into the checkpointed statistics it saves with every checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{Int32Type, TimestampNanosecondType, UInt64Type};
+
+use crate::error::Result;
+use crate::grouping::{Reader, put_str, put_u64};
+
+/// Width of the stored buckets: one minute.
+pub const BUCKET_NANOS: i64 = 60_000_000_000;
+/// Most distinct services (and systems) listed per fingerprint; `distinct_*` counts go on.
+pub const MAX_LISTED: usize = 32;
+
+/// What is known about one fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FingerprintStats {
+    pub count: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The message of the earliest event.
+    pub sample: String,
+    /// The template of the latest event.
+    pub template: String,
+    /// Up to [`MAX_LISTED`] services, smallest first.
+    pub services: BTreeSet<String>,
+    /// Up to [`MAX_LISTED`] systems, smallest first.
+    pub systems: BTreeSet<String>,
+    /// Minute start (ns since the epoch) → events in that minute.
+    pub buckets: BTreeMap<i64, u64>,
+}
+
+impl FingerprintStats {
+    fn new(time: i64, message: &str, template: &str) -> Self {
+        Self {
+            count: 0,
+            first_seen: time,
+            last_seen: time,
+            sample: message.to_string(),
+            template: template.to_string(),
+            services: BTreeSet::new(),
+            systems: BTreeSet::new(),
+            buckets: BTreeMap::new(),
+        }
+    }
+
+    fn merge(&mut self, other: FingerprintStats) {
+        self.count += other.count;
+        if other.first_seen < self.first_seen
+            || (other.first_seen == self.first_seen && other.sample < self.sample)
+        {
+            self.first_seen = other.first_seen;
+            self.sample = other.sample;
+        }
+        if other.last_seen > self.last_seen
+            || (other.last_seen == self.last_seen && other.template > self.template)
+        {
+            self.last_seen = other.last_seen;
+            self.template = other.template;
+        }
+        add_listed(&mut self.services, other.services);
+        add_listed(&mut self.systems, other.systems);
+        for (bucket, n) in other.buckets {
+            *self.buckets.entry(bucket).or_default() += n;
+        }
+    }
+
+    /// Events with a time in `[from, to)`.
+    pub fn count_between(&self, from: i64, to: i64) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        let first = from.div_euclid(BUCKET_NANOS) * BUCKET_NANOS;
+        self.buckets
+            .range(first..to)
+            .filter(|(b, _)| **b + BUCKET_NANOS > from)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+fn add_listed(set: &mut BTreeSet<String>, more: BTreeSet<String>) {
+    for s in more {
+        set.insert(s);
+    }
+    while set.len() > MAX_LISTED {
+        set.pop_last();
+    }
+}
+
+/// Statistics of many fingerprints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recurrence {
+    pub by_fingerprint: HashMap<u64, FingerprintStats>,
+}
+
+impl Recurrence {
+    /// The statistics of the events in `batch` (events schema).
+    pub fn of_batch(batch: &RecordBatch) -> Result<Self> {
+        let mut out = Self::default();
+        out.add_batch(batch)?;
+        Ok(out)
+    }
+
+    /// Adds the events of `batch` (events schema).
+    pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let col = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| {
+                crate::error::Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
+                    "events batch has no column '{name}'"
+                )))
+            })
+        };
+        let time = col("time")?.as_primitive::<TimestampNanosecondType>();
+        let fingerprint = col("fingerprint")?.as_primitive::<UInt64Type>();
+        let message = string_column(col("message")?)?;
+        let template = string_column(col("template")?)?;
+        let service = col("service")?.as_dictionary::<Int32Type>();
+        let service_values = string_column(service.values())?;
+        let system = col("system_id")?.as_dictionary::<Int32Type>();
+        let system_values = string_column(system.values())?;
+        for row in 0..batch.num_rows() {
+            let t = time.value(row);
+            let (msg, tpl) = (message.value(row), template.value(row));
+            let stats = self
+                .by_fingerprint
+                .entry(fingerprint.value(row))
+                .or_insert_with(|| FingerprintStats::new(t, msg, tpl));
+            stats.count += 1;
+            if t < stats.first_seen || (t == stats.first_seen && msg < stats.sample.as_str()) {
+                stats.first_seen = t;
+                stats.sample = msg.to_string();
+            }
+            if t > stats.last_seen || (t == stats.last_seen && tpl > stats.template.as_str()) {
+                stats.last_seen = t;
+                stats.template = tpl.to_string();
+            }
+            *stats
+                .buckets
+                .entry(t.div_euclid(BUCKET_NANOS) * BUCKET_NANOS)
+                .or_default() += 1;
+            if service.is_valid(row) && stats.services.len() < MAX_LISTED {
+                let v = service_values.value(service.keys().value(row) as usize);
+                if !stats.services.contains(v) {
+                    stats.services.insert(v.to_string());
+                }
+            }
+            if system.is_valid(row) && stats.systems.len() < MAX_LISTED {
+                let v = system_values.value(system.keys().value(row) as usize);
+                if !stats.systems.contains(v) {
+                    stats.systems.insert(v.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds another set of statistics.
+    pub fn merge(&mut self, other: Recurrence) {
+        for (fingerprint, stats) in other.by_fingerprint {
+            match self.by_fingerprint.get_mut(&fingerprint) {
+                Some(mine) => mine.merge(stats),
+                None => {
+                    self.by_fingerprint.insert(fingerprint, stats);
+                }
+            }
+        }
+    }
+
+    /// Encodes the statistics (format in `docs/fingerprinting.md`), fingerprints in order.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut keys: Vec<&u64> = self.by_fingerprint.keys().collect();
+        keys.sort();
+        put_u64(out, keys.len() as u64);
+        for fp in keys {
+            let s = &self.by_fingerprint[fp];
+            put_u64(out, *fp);
+            put_u64(out, s.count);
+            put_u64(out, s.first_seen as u64);
+            put_u64(out, s.last_seen as u64);
+            put_str(out, &s.sample);
+            put_str(out, &s.template);
+            for set in [&s.services, &s.systems] {
+                put_u64(out, set.len() as u64);
+                for v in set {
+                    put_str(out, v);
+                }
+            }
+            put_u64(out, s.buckets.len() as u64);
+            for (b, n) in &s.buckets {
+                put_u64(out, *b as u64);
+                put_u64(out, *n);
+            }
+        }
+    }
+
+    /// Decodes statistics written by [`Recurrence::encode`].
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self> {
+        let mut out = Self::default();
+        for _ in 0..r.u64()? {
+            let fp = r.u64()?;
+            let count = r.u64()?;
+            let first_seen = r.i64()?;
+            let last_seen = r.i64()?;
+            let sample = r.str()?;
+            let template = r.str()?;
+            let mut sets = [BTreeSet::new(), BTreeSet::new()];
+            for set in &mut sets {
+                for _ in 0..r.u64()? {
+                    set.insert(r.str()?);
+                }
+            }
+            let mut buckets = BTreeMap::new();
+            for _ in 0..r.u64()? {
+                let b = r.i64()?;
+                buckets.insert(b, r.u64()?);
+            }
+            let [services, systems] = sets;
+            out.by_fingerprint.insert(
+                fp,
+                FingerprintStats {
+                    count,
+                    first_seen,
+                    last_seen,
+                    sample,
+                    template,
+                    services,
+                    systems,
+                    buckets,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn string_column(array: &dyn Array) -> Result<&StringArray> {
+    array.as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+        crate::error::Error::Arrow(arrow::error::ArrowError::SchemaError(
+            "expected a Utf8 column".into(),
+        ))
+    })
+}
+
+/// How a fingerprint's recent count compares with the window before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecurrenceStatus {
+    /// First seen within the window.
+    New,
+    /// Count at least `escalation` times the previous window's (and at least
+    /// `escalation` events).
+    Escalating,
+    /// Seen in the window, not escalating.
+    Ongoing,
+    /// Seen in the previous window, not in this one.
+    Quiet,
+}
+
+impl RecurrenceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Escalating => "escalating",
+            Self::Ongoing => "ongoing",
+            Self::Quiet => "quiet",
+        }
+    }
+}
+
+/// One fingerprint's recurrence over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecurrenceRow {
+    pub fingerprint: u64,
+    pub template: String,
+    pub sample: String,
+    pub count: u64,
+    /// Events per bucket, averaged over the window.
+    pub rate: f64,
+    pub previous_count: u64,
+    pub status: RecurrenceStatus,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub services: Vec<String>,
+    pub systems: Vec<String>,
+    /// Counts per bucket over the window, oldest first.
+    pub buckets: Vec<u64>,
+}
+
+fn ceil_minute(nanos: i64) -> i64 {
+    nanos.div_euclid(BUCKET_NANOS) * BUCKET_NANOS
+        + if nanos.rem_euclid(BUCKET_NANOS) == 0 {
+            0
+        } else {
+            BUCKET_NANOS
+        }
+}
+
+/// The question `recurrence(since, bucket)` asks: the window is the `since` before
+/// `now`, in whole minutes ending with the minute `now` is in; the previous window is
+/// the `since` before it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecurrenceQuery {
+    pub now: i64,
+    pub since: i64,
+    pub bucket: i64,
+    /// Ratio to the previous window from which a fingerprint is escalating; default 2.
+    pub escalation: f64,
+}
+
+impl Recurrence {
+    /// Every fingerprint seen in the window or the one before, busiest first.
+    pub fn query(&self, q: &RecurrenceQuery) -> Vec<RecurrenceRow> {
+        // Stored counts are per minute, so the window is too: it ends with the current
+        // minute, and `since` and `bucket` are whole minutes (rounded up).
+        let end = ceil_minute(q.now);
+        let since = ceil_minute(q.since.max(1));
+        let bucket = ceil_minute(q.bucket.max(1)).min(since);
+        let start = end - since;
+        let previous_start = start - since;
+        let n_buckets = (since + bucket - 1) / bucket;
+        let mut rows: Vec<RecurrenceRow> = self
+            .by_fingerprint
+            .iter()
+            .filter_map(|(&fingerprint, s)| {
+                let count = s.count_between(start, end);
+                let previous_count = s.count_between(previous_start, start);
+                if count == 0 && previous_count == 0 {
+                    return None;
+                }
+                let status = if count == 0 {
+                    RecurrenceStatus::Quiet
+                } else if s.first_seen >= start {
+                    RecurrenceStatus::New
+                } else if count as f64 >= q.escalation * previous_count as f64
+                    && count as f64 >= q.escalation
+                {
+                    RecurrenceStatus::Escalating
+                } else {
+                    RecurrenceStatus::Ongoing
+                };
+                let buckets = (0..n_buckets)
+                    .map(|i| {
+                        let from = start + i * bucket;
+                        s.count_between(from, (from + bucket).min(end))
+                    })
+                    .collect();
+                Some(RecurrenceRow {
+                    fingerprint,
+                    template: s.template.clone(),
+                    sample: s.sample.clone(),
+                    count,
+                    rate: count as f64 / n_buckets as f64,
+                    previous_count,
+                    status,
+                    first_seen: s.first_seen,
+                    last_seen: s.last_seen,
+                    services: s.services.iter().cloned().collect(),
+                    systems: s.systems.iter().cloned().collect(),
+                    buckets,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(b.previous_count.cmp(&a.previous_count))
+                .then(a.fingerprint.cmp(&b.fingerprint))
+        });
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: i64 = BUCKET_NANOS;
+
+    fn stats(times: &[i64]) -> FingerprintStats {
+        let mut s = FingerprintStats::new(times[0], "m", "t");
+        for &t in times {
+            let mut one = FingerprintStats::new(t, "m", "t");
+            one.count = 1;
+            one.buckets.insert(t.div_euclid(M) * M, 1);
+            s.merge(one);
+        }
+        s
+    }
+
+    #[test]
+    fn counts_between_respect_bucket_edges() {
+        let s = stats(&[0, M, M + 1, 5 * M]);
+        assert_eq!(s.count, 4);
+        assert_eq!(s.count_between(0, 6 * M), 4);
+        assert_eq!(s.count_between(M, 2 * M), 2);
+        assert_eq!(s.count_between(2 * M, 5 * M), 0);
+        assert_eq!(s.count_between(5 * M, 5 * M), 0);
+    }
+
+    #[test]
+    fn statuses() {
+        let mut r = Recurrence::default();
+        r.by_fingerprint.insert(1, stats(&[10 * M, 25 * M])); // old, once before, once now
+        r.by_fingerprint.insert(2, stats(&[25 * M, 26 * M])); // new
+        r.by_fingerprint
+            .insert(3, stats(&[15 * M, 21 * M, 22 * M, 23 * M])); // escalating
+        r.by_fingerprint.insert(4, stats(&[15 * M])); // quiet
+        r.by_fingerprint.insert(5, stats(&[M])); // too old: not listed
+        let q = RecurrenceQuery {
+            now: 30 * M,
+            since: 10 * M,
+            bucket: 5 * M,
+            escalation: 2.0,
+        };
+        let rows = r.query(&q);
+        let by: HashMap<u64, &RecurrenceRow> = rows.iter().map(|r| (r.fingerprint, r)).collect();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(by[&1].status, RecurrenceStatus::Ongoing);
+        assert_eq!(by[&2].status, RecurrenceStatus::New);
+        assert_eq!(by[&3].status, RecurrenceStatus::Escalating);
+        assert_eq!(by[&3].count, 3);
+        assert_eq!(by[&3].previous_count, 1);
+        assert_eq!(by[&3].buckets, vec![3, 0]);
+        assert_eq!(by[&3].rate, 1.5);
+        assert_eq!(by[&4].status, RecurrenceStatus::Quiet);
+        assert_eq!(rows[0].fingerprint, 3, "busiest first");
+    }
+
+    #[test]
+    fn merging_is_order_independent_and_round_trips() {
+        let a = stats(&[3 * M, M]);
+        let b = stats(&[2 * M, 7 * M]);
+        let mut x = a.clone();
+        x.merge(b.clone());
+        let mut y = b;
+        y.merge(a);
+        assert_eq!(x, y);
+        let mut r = Recurrence::default();
+        r.by_fingerprint.insert(9, x);
+        let mut bytes = Vec::new();
+        r.encode(&mut bytes);
+        let back = Recurrence::decode(&mut Reader::new(&bytes, "t")).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -14,7 +14,12 @@
 //! cargo bench --bench ingest_load -- vigil --file /tmp/tsbs-cpu.lp --connections 4
 //! cargo bench --bench ingest_load -- external --file /tmp/tsbs-cpu.lp --url http://127.0.0.1:8428/write --pid $(pidof victoria-metrics)
 //! cargo bench --bench ingest_load -- quic --file /tmp/tsbs-cpu.lp --connections 4 --idle 1000 --active 100
+//! cargo bench --bench ingest_load -- generate-events --rows 2000000 --out /tmp/events.ndjson
+//! cargo bench --bench ingest_load -- events --file /tmp/events.ndjson --connections 4
 //! ```
+//!
+//! `events` loads NDJSON events into a fresh server with fingerprinting and dedup on, then
+//! into one started with `--grouping false --dedup-window 0s`, and prints the slowdown.
 //!
 //! `quic` loads one fresh server over QUIC (`vigil/1`, one agent per connection, 8 batches
 //! in flight) and another over HTTP with the same data and connection count, then measures
@@ -77,6 +82,21 @@ enum Cmd {
         #[arg(long, allow_hyphen_values = true, num_args = 0..)]
         serve_args: Vec<String>,
     },
+    /// Write NDJSON events (log messages of 14 systems) for the `events` load.
+    GenerateEvents {
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Events into a server with fingerprinting and dedup on, then with both off.
+    Events {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Extra flags for `vigil serve`.
+        #[arg(long, allow_hyphen_values = true, num_args = 0..)]
+        serve_args: Vec<String>,
+    },
     /// Load an already running server (e.g. VictoriaMetrics at /write).
     External {
         #[command(flatten)]
@@ -116,6 +136,8 @@ fn main() -> anyhow::Result<()> {
             active,
             serve_args,
         } => quic::run(load, idle, active, serve_args),
+        Cmd::GenerateEvents { rows, out } => events::generate(rows, &out),
+        Cmd::Events { load, serve_args } => events::run(load, serve_args),
         Cmd::External { load, url, pid } => {
             let r = tokio_runtime().block_on(load_server(&load, &url, pid))?;
             r.print("external");
@@ -515,6 +537,8 @@ fn run_vigil(
     Ok(())
 }
 
+#[path = "ingest_load/events.rs"]
+mod events;
 #[path = "ingest_load/quic.rs"]
 mod quic;
 

@@ -67,7 +67,7 @@ pub(super) fn run(
     Ok(())
 }
 
-fn stop(s: &mut super::Spawned) -> anyhow::Result<()> {
+pub(super) fn stop(s: &mut super::Spawned) -> anyhow::Result<()> {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(s.pid as i32, libc::SIGTERM) };
     s.child.wait()?;

@@ -128,39 +128,58 @@ impl Recurrence {
         let system = col("system_id")?.as_dictionary::<Int32Type>();
         let system_values = string_column(system.values())?;
         for row in 0..batch.num_rows() {
-            let t = time.value(row);
-            let (msg, tpl) = (message.value(row), template.value(row));
-            let stats = self
-                .by_fingerprint
-                .entry(fingerprint.value(row))
-                .or_insert_with(|| FingerprintStats::new(t, msg, tpl));
-            stats.count += 1;
-            if t < stats.first_seen || (t == stats.first_seen && msg < stats.sample.as_str()) {
-                stats.first_seen = t;
-                stats.sample = msg.to_string();
-            }
-            if t > stats.last_seen || (t == stats.last_seen && tpl > stats.template.as_str()) {
-                stats.last_seen = t;
-                stats.template = tpl.to_string();
-            }
-            *stats
-                .buckets
-                .entry(t.div_euclid(BUCKET_NANOS) * BUCKET_NANOS)
-                .or_default() += 1;
-            if service.is_valid(row) && stats.services.len() < MAX_LISTED {
-                let v = service_values.value(service.keys().value(row) as usize);
-                if !stats.services.contains(v) {
-                    stats.services.insert(v.to_string());
-                }
-            }
-            if system.is_valid(row) && stats.systems.len() < MAX_LISTED {
-                let v = system_values.value(system.keys().value(row) as usize);
-                if !stats.systems.contains(v) {
-                    stats.systems.insert(v.to_string());
-                }
-            }
+            self.add_event(
+                fingerprint.value(row),
+                time.value(row),
+                message.value(row),
+                template.value(row),
+                service
+                    .is_valid(row)
+                    .then(|| service_values.value(service.keys().value(row) as usize)),
+                system
+                    .is_valid(row)
+                    .then(|| system_values.value(system.keys().value(row) as usize)),
+            );
         }
         Ok(())
+    }
+
+    /// Adds one event.
+    pub fn add_event(
+        &mut self,
+        fingerprint: u64,
+        time: i64,
+        message: &str,
+        template: &str,
+        service: Option<&str>,
+        system: Option<&str>,
+    ) {
+        let t = time;
+        let stats = self
+            .by_fingerprint
+            .entry(fingerprint)
+            .or_insert_with(|| FingerprintStats::new(t, message, template));
+        stats.count += 1;
+        if t < stats.first_seen || (t == stats.first_seen && message < stats.sample.as_str()) {
+            stats.first_seen = t;
+            stats.sample = message.to_string();
+        }
+        if t > stats.last_seen || (t == stats.last_seen && template > stats.template.as_str()) {
+            stats.last_seen = t;
+            stats.template = template.to_string();
+        }
+        *stats
+            .buckets
+            .entry(t.div_euclid(BUCKET_NANOS) * BUCKET_NANOS)
+            .or_default() += 1;
+        for (set, value) in [(&mut stats.services, service), (&mut stats.systems, system)] {
+            if let Some(v) = value
+                && set.len() < MAX_LISTED
+                && !set.contains(v)
+            {
+                set.insert(v.to_string());
+            }
+        }
     }
 
     /// Adds another set of statistics.

@@ -7,7 +7,7 @@
 //! merged into the live statistics once the write is logged, and the flusher merges the
 //! flushed rows into the checkpointed statistics it saves with every checkpoint.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, TimestampNanosecondType, UInt64Type};
@@ -34,8 +34,8 @@ pub struct FingerprintStats {
     pub services: BTreeSet<String>,
     /// Up to [`MAX_LISTED`] systems, smallest first.
     pub systems: BTreeSet<String>,
-    /// Minute start (ns since the epoch) → events in that minute.
-    pub buckets: BTreeMap<i64, u64>,
+    /// Events per minute of event time.
+    pub buckets: Buckets,
 }
 
 impl FingerprintStats {
@@ -48,7 +48,7 @@ impl FingerprintStats {
             template: template.to_string(),
             services: BTreeSet::new(),
             systems: BTreeSet::new(),
-            buckets: BTreeMap::new(),
+            buckets: Buckets::default(),
         }
     }
 
@@ -68,22 +68,78 @@ impl FingerprintStats {
         }
         add_listed(&mut self.services, other.services);
         add_listed(&mut self.systems, other.systems);
-        for (bucket, n) in other.buckets {
-            *self.buckets.entry(bucket).or_default() += n;
+        self.buckets.merge(&other.buckets);
+    }
+
+    /// Events with a time in `[from, to)`, both whole minutes.
+    pub fn count_between(&self, from: i64, to: i64) -> u64 {
+        self.buckets.range(from, to).iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Counts per minute (start of the minute in ns since the epoch), in time order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Buckets(Vec<(i64, u64)>);
+
+impl Buckets {
+    /// Adds `n` events to the minute starting at `minute`.
+    pub fn add(&mut self, minute: i64, n: u64) {
+        // Events mostly arrive in time order: the last minute, or a new one after it.
+        match self.0.last_mut() {
+            Some((m, count)) if *m == minute => *count += n,
+            Some((m, _)) if *m > minute => match self.0.binary_search_by_key(&minute, |e| e.0) {
+                Ok(i) => self.0[i].1 += n,
+                Err(i) => self.0.insert(i, (minute, n)),
+            },
+            _ => self.0.push((minute, n)),
         }
     }
 
-    /// Events with a time in `[from, to)`.
-    pub fn count_between(&self, from: i64, to: i64) -> u64 {
-        if from >= to {
-            return 0;
+    fn merge(&mut self, other: &Buckets) {
+        if self
+            .0
+            .last()
+            .is_none_or(|l| other.0.first().is_none_or(|f| l.0 < f.0))
+        {
+            self.0.extend_from_slice(&other.0);
+            return;
         }
-        let first = from.div_euclid(BUCKET_NANOS) * BUCKET_NANOS;
-        self.buckets
-            .range(first..to)
-            .filter(|(b, _)| **b + BUCKET_NANOS > from)
-            .map(|(_, n)| n)
-            .sum()
+        let mut merged = Vec::with_capacity(self.0.len() + other.0.len());
+        let (a, b) = (&self.0, &other.0);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if j == b.len() || (i < a.len() && a[i].0 < b[j].0) {
+                merged.push(a[i]);
+                i += 1;
+            } else if i == a.len() || b[j].0 < a[i].0 {
+                merged.push(b[j]);
+                j += 1;
+            } else {
+                merged.push((a[i].0, a[i].1 + b[j].1));
+                i += 1;
+                j += 1;
+            }
+        }
+        self.0 = merged;
+    }
+
+    /// The minutes in `[from, to)`.
+    pub fn range(&self, from: i64, to: i64) -> &[(i64, u64)] {
+        let lo = self.0.partition_point(|e| e.0 < from);
+        let hi = self.0.partition_point(|e| e.0 < to);
+        &self.0[lo..hi.max(lo)]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(i64, u64)> {
+        self.0.iter()
     }
 }
 
@@ -168,10 +224,9 @@ impl Recurrence {
             stats.last_seen = t;
             stats.template = template.to_string();
         }
-        *stats
+        stats
             .buckets
-            .entry(t.div_euclid(BUCKET_NANOS) * BUCKET_NANOS)
-            .or_default() += 1;
+            .add(t.div_euclid(BUCKET_NANOS) * BUCKET_NANOS, 1);
         for (set, value) in [(&mut stats.services, service), (&mut stats.systems, system)] {
             if let Some(v) = value
                 && set.len() < MAX_LISTED
@@ -214,7 +269,7 @@ impl Recurrence {
                 }
             }
             put_u64(out, s.buckets.len() as u64);
-            for (b, n) in &s.buckets {
+            for (b, n) in s.buckets.iter() {
                 put_u64(out, *b as u64);
                 put_u64(out, *n);
             }
@@ -237,10 +292,11 @@ impl Recurrence {
                     set.insert(r.str()?);
                 }
             }
-            let mut buckets = BTreeMap::new();
+            let mut buckets = Buckets::default();
             for _ in 0..r.u64()? {
                 let b = r.i64()?;
-                buckets.insert(b, r.u64()?);
+                let n = r.u64()?;
+                buckets.add(b, n);
             }
             let [services, systems] = sets;
             out.by_fingerprint.insert(
@@ -349,8 +405,17 @@ impl Recurrence {
             .by_fingerprint
             .iter()
             .filter_map(|(&fingerprint, s)| {
-                let count = s.count_between(start, end);
-                let previous_count = s.count_between(previous_start, start);
+                // One pass over the minutes of both windows.
+                let mut buckets = vec![0u64; n_buckets as usize];
+                let (mut count, mut previous_count) = (0, 0);
+                for &(minute, n) in s.buckets.range(previous_start, end) {
+                    if minute < start {
+                        previous_count += n;
+                    } else {
+                        count += n;
+                        buckets[((minute - start) / bucket) as usize] += n;
+                    }
+                }
                 if count == 0 && previous_count == 0 {
                     return None;
                 }
@@ -365,12 +430,6 @@ impl Recurrence {
                 } else {
                     RecurrenceStatus::Ongoing
                 };
-                let buckets = (0..n_buckets)
-                    .map(|i| {
-                        let from = start + i * bucket;
-                        s.count_between(from, (from + bucket).min(end))
-                    })
-                    .collect();
                 Some(RecurrenceRow {
                     fingerprint,
                     template: s.template.clone(),
@@ -408,7 +467,7 @@ mod tests {
         for &t in times {
             let mut one = FingerprintStats::new(t, "m", "t");
             one.count = 1;
-            one.buckets.insert(t.div_euclid(M) * M, 1);
+            one.buckets.add(t.div_euclid(M) * M, 1);
             s.merge(one);
         }
         s
@@ -451,6 +510,28 @@ mod tests {
         assert_eq!(by[&3].rate, 1.5);
         assert_eq!(by[&4].status, RecurrenceStatus::Quiet);
         assert_eq!(rows[0].fingerprint, 3, "busiest first");
+    }
+
+    #[test]
+    fn buckets_stay_sorted_whatever_the_order() {
+        let adds = [(5, 1), (1, 2), (5, 3), (9, 1), (3, 1), (1, 1), (7, 2)];
+        let mut all = Buckets::default();
+        let (mut a, mut b) = (Buckets::default(), Buckets::default());
+        for (i, &(m, n)) in adds.iter().enumerate() {
+            all.add(m * M, n);
+            if i % 2 == 0 {
+                a.add(m * M, n)
+            } else {
+                b.add(m * M, n)
+            }
+        }
+        let expected: Vec<(i64, u64)> =
+            vec![(M, 3), (3 * M, 1), (5 * M, 4), (7 * M, 2), (9 * M, 1)];
+        assert_eq!(all.iter().copied().collect::<Vec<_>>(), expected);
+        a.merge(&b);
+        assert_eq!(a, all);
+        assert_eq!(all.range(3 * M, 7 * M), &[(3 * M, 1), (5 * M, 4)]);
+        assert_eq!(all.range(8 * M, 2 * M), &[] as &[(i64, u64)]);
     }
 
     #[test]

@@ -68,34 +68,88 @@ pub(crate) fn mask_into(message: &str, out: &mut Masked) {
     let bytes = message.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i].is_ascii_whitespace() {
+        let b = bytes[i];
+        if b.is_ascii_whitespace() {
             i += 1;
             continue;
         }
         out.start_word();
-        if let Some(close) = closing_quote(bytes, i) {
-            let quote = bytes[i] as char;
-            out.text.push(quote);
+        i = if let Some(close) = closing_quote(bytes, i) {
+            out.text.push(b as char);
             out.text.push_str(WILDCARD);
-            out.text.push(quote);
-            i = close + 1;
-            let rest = word_end(bytes, i);
-            out.text.push_str(&message[i..rest]);
-            i = rest;
-        } else if let Some((eq, close)) = quoted_value(bytes, i) {
-            // `key="a value"`: the key stays, the quoted value is masked.
-            mask_word(&message[i..=eq], &mut out.text);
-            out.text.push_str(WILDCARD);
-            let rest = word_end(bytes, close + 1);
-            out.text.push_str(&message[close + 1..rest]);
-            i = rest;
+            out.text.push(b as char);
+            push_rest_of_word(message, close + 1, out)
         } else {
-            let end = word_end(bytes, i);
-            mask_word(&message[i..end], &mut out.text);
-            i = end;
-        }
+            let (end, shape) = scan_word(bytes, i);
+            match shape
+                .eq
+                .and_then(|eq| closing_quote(bytes, eq + 1).map(|c| (eq, c)))
+            {
+                // `key="a value"`: the key stays, the quoted value is masked.
+                Some((eq, close)) if eq > i => {
+                    mask_word(&message[i..=eq], shape.up_to(eq - i + 1), &mut out.text);
+                    out.text.push_str(WILDCARD);
+                    push_rest_of_word(message, close + 1, out)
+                }
+                _ => {
+                    mask_word(&message[i..end], shape.relative_to(i), &mut out.text);
+                    end
+                }
+            }
+        };
         out.end_word();
     }
+}
+
+/// Copies the rest of a word from `from`; returns where it ends.
+fn push_rest_of_word(message: &str, from: usize, out: &mut Masked) -> usize {
+    let end = word_end(message.as_bytes(), from);
+    out.text.push_str(&message[from..end]);
+    end
+}
+
+/// What one pass over a word found, for the masking rules.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// Position of the first `=`.
+    eq: Option<usize>,
+    digit: bool,
+    colon: bool,
+    at: bool,
+    dot: bool,
+}
+
+impl Shape {
+    fn relative_to(mut self, base: usize) -> Self {
+        self.eq = self.eq.map(|e| e - base);
+        self
+    }
+
+    /// The shape of the word's first `len` bytes, when the first `=` is its last byte.
+    fn up_to(mut self, len: usize) -> Self {
+        self.eq = Some(len - 1);
+        self
+    }
+}
+
+/// Finds the end of the word starting at `from` and its shape, in one pass.
+fn scan_word(bytes: &[u8], from: usize) -> (usize, Shape) {
+    let mut shape = Shape::default();
+    let mut end = from;
+    while end < bytes.len() {
+        let c = bytes[end];
+        match c {
+            b'0'..=b'9' => shape.digit = true,
+            b'=' if shape.eq.is_none() => shape.eq = Some(end),
+            b':' => shape.colon = true,
+            b'@' => shape.at = true,
+            b'.' => shape.dot = true,
+            c if c.is_ascii_whitespace() => break,
+            _ => {}
+        }
+        end += 1;
+    }
+    (end, shape)
 }
 
 /// Splits a template (words joined by single spaces) back into its words.
@@ -125,7 +179,7 @@ fn word_end(bytes: &[u8], from: usize) -> usize {
 /// If a quoted string starts at `at`, the index of its closing quote: the next same quote
 /// that is followed by whitespace, punctuation or the end.
 fn closing_quote(bytes: &[u8], at: usize) -> Option<usize> {
-    let quote = bytes[at];
+    let quote = *bytes.get(at)?;
     if quote != b'"' && quote != b'\'' {
         return None;
     }
@@ -142,17 +196,6 @@ fn closing_quote(bytes: &[u8], at: usize) -> Option<usize> {
     None
 }
 
-/// In a word starting at `at`, a `=` directly followed by a quoted string: the positions
-/// of the `=` and of the closing quote.
-fn quoted_value(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
-    let end = word_end(bytes, at);
-    let eq = at + bytes[at..end].iter().position(|&b| b == b'=')?;
-    if eq == at || eq + 1 >= end {
-        return None;
-    }
-    closing_quote(bytes, eq + 1).map(|close| (eq, close))
-}
-
 fn is_leading_punct(b: u8) -> bool {
     matches!(b, b'(' | b'[' | b'{' | b'<' | b'"' | b'\'')
 }
@@ -164,7 +207,7 @@ fn is_trailing_punct(b: u8) -> bool {
     )
 }
 
-fn mask_word(word: &str, out: &mut String) {
+fn mask_word(word: &str, shape: Shape, out: &mut String) {
     let bytes = word.as_bytes();
     let mut start = 0;
     while start < bytes.len() && is_leading_punct(bytes[start]) {
@@ -186,26 +229,31 @@ fn mask_word(word: &str, out: &mut String) {
         }
     }
     out.push_str(&word[..start]);
-    mask_core(&word[start..end], out);
+    let shape = Shape {
+        eq: shape
+            .eq
+            .filter(|&e| e > start && e < end)
+            .map(|e| e - start),
+        ..shape
+    };
+    mask_core(&word[start..end], shape, out);
     out.push_str(&word[end..]);
 }
 
-fn mask_core(core: &str, out: &mut String) {
+fn mask_core(core: &str, shape: Shape, out: &mut String) {
     let bytes = core.as_bytes();
-    if is_path_or_url(core) {
+    if is_path(bytes) || (shape.colon && core.contains("://")) {
         out.push_str(WILDCARD);
         return;
     }
-    if let Some(eq) = bytes.iter().position(|&b| b == b'=')
-        && eq > 0
-    {
+    if let Some(eq) = shape.eq {
         out.push_str(&core[..=eq]);
         if eq + 1 < bytes.len() {
             out.push_str(WILDCARD);
         }
         return;
     }
-    if bytes.iter().any(u8::is_ascii_digit) {
+    if shape.digit {
         let keep = kept_prefix(bytes);
         out.push_str(&core[..keep]);
         out.push_str(WILDCARD);
@@ -221,7 +269,10 @@ fn mask_core(core: &str, out: &mut String) {
         }
         return;
     }
-    if is_email(core) || is_date_word(core) || is_file_name(core) {
+    if (shape.at && is_email(core))
+        || (bytes.len() == 3 && is_date_word(core))
+        || (shape.dot && is_file_name(core))
+    {
         out.push_str(WILDCARD);
         return;
     }
@@ -238,14 +289,12 @@ fn kept_prefix(bytes: &[u8]) -> usize {
     }
 }
 
-fn is_path_or_url(core: &str) -> bool {
-    let b = core.as_bytes();
+fn is_path(b: &[u8]) -> bool {
     (b[0] == b'/' && b.len() > 1)
-        || core.starts_with("./")
-        || core.starts_with("../")
-        || core.starts_with("~/")
+        || b.starts_with(b"./")
+        || b.starts_with(b"../")
+        || b.starts_with(b"~/")
         || (b.len() > 2 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
-        || core.contains("://")
 }
 
 fn is_email(core: &str) -> bool {

@@ -387,7 +387,11 @@ impl Engine {
             (Vec::new(), Recurrence::default())
         } else {
             let batch = events_batch(&events, now)?;
-            let recurrence = Recurrence::of_batch(&batch)?;
+            let recurrence = if self.inner.events.grouping() {
+                Recurrence::of_batch(&batch)?
+            } else {
+                Recurrence::default()
+            };
             (split_by_day(EVENTS_TABLE, batch)?, recurrence)
         };
         let mut write = self.inner.prepared(Vec::new(), batches, events.len())?;

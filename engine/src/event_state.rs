@@ -38,8 +38,9 @@ pub const EVENTS_STATE_DIR: &str = "events-state";
 /// Settings of fingerprinting and deduplication.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
-    /// Group messages into templates and fingerprints; default true. Off, `template` is
-    /// the message and `fingerprint` its xxh3-64 (for comparison benchmarks).
+    /// Group messages into templates and fingerprints and keep recurrence statistics;
+    /// default true. Off, `template` is the message, `fingerprint` its xxh3-64, and no
+    /// statistics are kept (for comparison benchmarks).
     pub grouping: bool,
     /// An event whose key was stored this recently is a duplicate; default 15 minutes;
     /// zero turns deduplication off.
@@ -244,7 +245,14 @@ impl EventState {
 
     /// A write's events were logged: they count from now on.
     pub(crate) fn logged(&self, recurrence: Recurrence) {
-        self.live.lock().merge(recurrence);
+        if !recurrence.by_fingerprint.is_empty() {
+            self.live.lock().merge(recurrence);
+        }
+    }
+
+    /// Whether events are grouped (and their statistics kept).
+    pub(crate) fn grouping(&self) -> bool {
+        self.config.grouping
     }
 
     /// An events batch replayed from the WAL: its clusters, keys and counts come back.
@@ -269,7 +277,9 @@ impl EventState {
             }
         }
         drop(dedup);
-        self.live.lock().merge(Recurrence::of_batch(batch)?);
+        if self.config.grouping {
+            self.live.lock().merge(Recurrence::of_batch(batch)?);
+        }
         Ok(())
     }
 
@@ -279,7 +289,9 @@ impl EventState {
         let mut recurrence = self.checkpointed.lock().clone();
         let mut keys: Vec<(u128, i64)> = Vec::new();
         for batch in flushed {
-            recurrence.add_batch(batch)?;
+            if self.config.grouping {
+                recurrence.add_batch(batch)?;
+            }
             if self.dedup.lock().enabled() {
                 let cols = EventColumns::of(batch)?;
                 keys.extend((0..batch.num_rows()).map(|row| {

@@ -17,8 +17,12 @@ use crate::grouping::{Reader, put_str, put_u64};
 
 /// Width of the stored buckets: one minute.
 pub const BUCKET_NANOS: i64 = 60_000_000_000;
-/// Most distinct services (and systems) listed per fingerprint; `distinct_*` counts go on.
+/// Most distinct services (and systems) listed per fingerprint.
 pub const MAX_LISTED: usize = 32;
+/// Most fingerprints with statistics: events of further fingerprints are counted in
+/// [`Recurrence::untracked`] only (a client sending a new fingerprint per event must not
+/// exhaust memory).
+pub const MAX_FINGERPRINTS: usize = 200_000;
 
 /// What is known about one fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +160,8 @@ fn add_listed(set: &mut BTreeSet<String>, more: BTreeSet<String>) {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recurrence {
     pub by_fingerprint: HashMap<u64, FingerprintStats>,
+    /// Events not tracked because [`MAX_FINGERPRINTS`] was reached.
+    pub untracked: u64,
 }
 
 impl Recurrence {
@@ -211,6 +217,12 @@ impl Recurrence {
         system: Option<&str>,
     ) {
         let t = time;
+        if self.by_fingerprint.len() >= MAX_FINGERPRINTS
+            && !self.by_fingerprint.contains_key(&fingerprint)
+        {
+            self.untracked += 1;
+            return;
+        }
         let stats = self
             .by_fingerprint
             .entry(fingerprint)
@@ -239,9 +251,12 @@ impl Recurrence {
 
     /// Adds another set of statistics.
     pub fn merge(&mut self, other: Recurrence) {
+        self.untracked += other.untracked;
         for (fingerprint, stats) in other.by_fingerprint {
+            let full = self.by_fingerprint.len() >= MAX_FINGERPRINTS;
             match self.by_fingerprint.get_mut(&fingerprint) {
                 Some(mine) => mine.merge(stats),
+                None if full => self.untracked += stats.count,
                 None => {
                     self.by_fingerprint.insert(fingerprint, stats);
                 }
@@ -253,6 +268,7 @@ impl Recurrence {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut keys: Vec<&u64> = self.by_fingerprint.keys().collect();
         keys.sort();
+        put_u64(out, self.untracked);
         put_u64(out, keys.len() as u64);
         for fp in keys {
             let s = &self.by_fingerprint[fp];
@@ -278,7 +294,10 @@ impl Recurrence {
 
     /// Decodes statistics written by [`Recurrence::encode`].
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self> {
-        let mut out = Self::default();
+        let mut out = Self {
+            untracked: r.u64()?,
+            ..Self::default()
+        };
         for _ in 0..r.u64()? {
             let fp = r.u64()?;
             let count = r.u64()?;

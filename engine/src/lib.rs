@@ -52,8 +52,8 @@ pub use payload::{
 };
 pub use persist::{PartitionWriter, partition_name, table_dir_name};
 pub use recurrence::{
-    BUCKET_NANOS, FingerprintStats, MAX_LISTED, Recurrence, RecurrenceQuery, RecurrenceRow,
-    RecurrenceStatus,
+    BUCKET_NANOS, Buckets, FingerprintStats, MAX_FINGERPRINTS, MAX_LISTED, Recurrence,
+    RecurrenceQuery, RecurrenceRow, RecurrenceStatus,
 };
 pub use schema::{
     Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema,

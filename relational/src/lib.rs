@@ -1,1 +1,22 @@
-//! placeholder
+//! `vigil-relational`: the side store of what analytics find and what people do about it —
+//! users, roles and API tokens, systems, alert settings and rules, alerts, cases, tickets,
+//! comments, links, and the audit log — on SQLite (embedded, the default) or PostgreSQL.
+//!
+//! Invariants:
+//! - One schema, applied by migrations at start, for both backends (`migrations/`).
+//! - Every mutation and every refused mutation appends one audit row in the same
+//!   transaction; audit rows are never updated or deleted and form a hash chain.
+//! - A committed mutation survives power loss (`synchronous=FULL` on SQLite).
+
+mod audit;
+mod auth;
+mod db;
+mod error;
+
+pub use audit::{AuditEntry, AuditRow, GENESIS, Outcome, VerifyReport, check_chain};
+pub use auth::{ApiToken, Principal, Role, User, new_token_secret, token_digest};
+pub use db::{Db, SQLITE_FILE, WritePool};
+pub use error::{Error, Result};
+
+#[doc(hidden)]
+pub use audit::new_row;

@@ -1,0 +1,327 @@
+//! The audit log: one row per mutation and per refused mutation, appended in the
+//! mutation's own transaction, never updated or deleted (triggers refuse it), and
+//! hash-chained so that an edited, deleted or reordered row is detected.
+//!
+//! Row hash = lowercase hex SHA-256 of the fields joined by `\n`:
+//! `id, prev_hash, created_at (RFC 3339, microseconds, Z), actor, action, target_type,
+//! target_id (empty when none), outcome, metadata (compact JSON, keys sorted), ip_address,
+//! user_agent`. The first row's `prev_hash` is 64 zeros. `audit_head` keeps the last id
+//! and hash, so that deleting the newest rows is detected too.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use ring::digest::{SHA256, digest};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::db::WritePool;
+use crate::error::Result;
+use crate::{Db, dispatch};
+
+/// The `prev_hash` of the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Whether the attempt was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allowed,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// Who did what to what.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub outcome: Outcome,
+    /// What changed (a diff), or what was asked.
+    pub metadata: Value,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub outcome: String,
+    pub metadata: Value,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl AuditRow {
+    fn computed_hash(&self) -> String {
+        row_hash(
+            self.id,
+            &self.prev_hash,
+            self.created_at,
+            &Fields {
+                actor: &self.actor,
+                action: &self.action,
+                target_type: &self.target_type,
+                target_id: self.target_id.as_deref(),
+                outcome: &self.outcome,
+                metadata: &self.metadata,
+                ip_address: self.ip_address.as_deref(),
+                user_agent: self.user_agent.as_deref(),
+            },
+        )
+    }
+}
+
+struct Fields<'a> {
+    actor: &'a str,
+    action: &'a str,
+    target_type: &'a str,
+    target_id: Option<&'a str>,
+    outcome: &'a str,
+    metadata: &'a Value,
+    ip_address: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+fn row_hash(id: i64, prev_hash: &str, created_at: DateTime<Utc>, f: &Fields<'_>) -> String {
+    let text = [
+        id.to_string(),
+        prev_hash.to_string(),
+        created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        f.actor.to_string(),
+        f.action.to_string(),
+        f.target_type.to_string(),
+        f.target_id.unwrap_or("").to_string(),
+        f.outcome.to_string(),
+        f.metadata.to_string(),
+        f.ip_address.unwrap_or("").to_string(),
+        f.user_agent.unwrap_or("").to_string(),
+    ]
+    .join("\n");
+    hex(digest(&SHA256, text.as_bytes()).as_ref())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Appends `entry` inside the write transaction `$tx` (begun with `begin_write!`, which
+/// serialises writers so that the chain has one order). Evaluates to `Result<AuditRow>`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! append_audit {
+    ($tx:expr, $entry:expr) => {
+        async {
+            let entry: &$crate::AuditEntry = $entry;
+            let head = sqlx::query("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
+                .fetch_optional(&mut *$tx)
+                .await?;
+            let (last_id, prev_hash): (i64, String) = match head {
+                Some(row) => {
+                    use sqlx::Row as _;
+                    (row.try_get(0)?, row.try_get(1)?)
+                }
+                None => (0, $crate::GENESIS.to_string()),
+            };
+            let row = $crate::new_row(last_id + 1, prev_hash, entry);
+            sqlx::query(
+                "INSERT INTO audit_log (id, actor, action, target_type, target_id, outcome, \
+                 metadata, ip_address, user_agent, prev_hash, hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(row.id)
+            .bind(&row.actor)
+            .bind(&row.action)
+            .bind(&row.target_type)
+            .bind(&row.target_id)
+            .bind(&row.outcome)
+            .bind(sqlx::types::Json(&row.metadata))
+            .bind(&row.ip_address)
+            .bind(&row.user_agent)
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .bind(row.created_at)
+            .execute(&mut *$tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash",
+            )
+            .bind(row.id)
+            .bind(&row.hash)
+            .execute(&mut *$tx)
+            .await?;
+            Ok::<$crate::AuditRow, $crate::Error>(row)
+        }
+        .await
+    };
+}
+
+/// The row that `entry` becomes after `prev_hash`, as id `id`, stamped now.
+#[doc(hidden)]
+pub fn new_row(id: i64, prev_hash: String, entry: &AuditEntry) -> AuditRow {
+    let mut row = AuditRow {
+        id,
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        target_type: entry.target_type.clone(),
+        target_id: entry.target_id.clone(),
+        outcome: entry.outcome.as_str().to_string(),
+        metadata: entry.metadata.clone(),
+        ip_address: entry.ip_address.clone(),
+        user_agent: entry.user_agent.clone(),
+        prev_hash,
+        hash: String::new(),
+        // Stored with microseconds (PostgreSQL's precision), so hash what is stored.
+        created_at: Utc::now().trunc_subsecs(6),
+    };
+    row.hash = row.computed_hash();
+    row
+}
+
+/// The outcome of checking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub rows: u64,
+    pub ok: bool,
+    /// The first row that does not hold, and why.
+    pub first_bad_id: Option<i64>,
+    pub problem: Option<String>,
+    pub head_hash: String,
+}
+
+impl Db {
+    /// Appends one audit row in a transaction of its own (for refused attempts, whose
+    /// mutation never started).
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<AuditRow> {
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row = append_audit!(tx, entry)?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    /// Reads the whole chain in id order and checks every link and hash, and the head.
+    pub async fn verify_audit(&self) -> Result<VerifyReport> {
+        let rows = self.audit_rows(None, i64::MAX).await?;
+        let head: Option<(i64, String)> = dispatch!(self, pool => {
+            let r = sqlx::query("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
+                .fetch_optional(pool)
+                .await?;
+            match r {
+                Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+                None => None,
+            }
+        });
+        Ok(check_chain(&rows, head))
+    }
+
+    /// Audit rows with ids after `after`, oldest first, at most `limit`.
+    pub async fn audit_rows(&self, after: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
+        dispatch!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, actor, action, target_type, target_id, outcome, metadata, ip_address, \
+                 user_agent, prev_hash, hash, created_at FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(after.unwrap_or(0))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditRow {
+                        id: r.try_get("id")?,
+                        actor: r.try_get("actor")?,
+                        action: r.try_get("action")?,
+                        target_type: r.try_get("target_type")?,
+                        target_id: r.try_get("target_id")?,
+                        outcome: r.try_get("outcome")?,
+                        metadata: r.try_get::<sqlx::types::Json<Value>, _>("metadata")?.0,
+                        ip_address: r.try_get("ip_address")?,
+                        user_agent: r.try_get("user_agent")?,
+                        prev_hash: r.try_get("prev_hash")?,
+                        hash: r.try_get("hash")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+    }
+}
+
+/// Checks ids 1..n in order, each `prev_hash` against the previous row's hash, each hash
+/// against the row's fields, and the last row against the head.
+pub fn check_chain(rows: &[AuditRow], head: Option<(i64, String)>) -> VerifyReport {
+    let mut prev = GENESIS.to_string();
+    let bad = |id: i64, problem: String, n: usize| VerifyReport {
+        rows: n as u64,
+        ok: false,
+        first_bad_id: Some(id),
+        problem: Some(problem),
+        head_hash: String::new(),
+    };
+    for (i, row) in rows.iter().enumerate() {
+        let expected_id = i as i64 + 1;
+        if row.id != expected_id {
+            return bad(
+                row.id,
+                format!("expected row {expected_id} here: rows were deleted or renumbered"),
+                rows.len(),
+            );
+        }
+        if row.prev_hash != prev {
+            return bad(
+                row.id,
+                "does not follow the row before it".into(),
+                rows.len(),
+            );
+        }
+        if row.computed_hash() != row.hash {
+            return bad(
+                row.id,
+                "its content does not match its hash (edited)".into(),
+                rows.len(),
+            );
+        }
+        prev = row.hash.clone();
+    }
+    let last = rows
+        .last()
+        .map_or((0, GENESIS.to_string()), |r| (r.id, r.hash.clone()));
+    match head {
+        Some(h) if h != last => bad(
+            h.0,
+            format!(
+                "the head names row {} but the log ends at row {}: rows were deleted",
+                h.0, last.0
+            ),
+            rows.len(),
+        ),
+        None if !rows.is_empty() => bad(last.0, "the head is missing".into(), rows.len()),
+        _ => VerifyReport {
+            rows: rows.len() as u64,
+            ok: true,
+            first_bad_id: None,
+            problem: None,
+            head_hash: last.1,
+        },
+    }
+}

@@ -44,6 +44,17 @@ impl Error {
         }
     }
 
+    /// A foreign-key violation becomes `Invalid` naming the referencing `fields`; a
+    /// unique-constraint violation `Conflict`; other errors pass.
+    pub(crate) fn or_reference(e: sqlx::Error, fields: &'static str) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                Self::invalid(fields, "refers to something that does not exist")
+            }
+            _ => Self::or_conflict(e, "this record"),
+        }
+    }
+
     /// A unique-constraint violation becomes `Conflict` naming `what`; other errors pass.
     pub(crate) fn or_conflict(e: sqlx::Error, what: impl Into<String>) -> Self {
         match &e {

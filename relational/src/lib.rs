@@ -12,11 +12,16 @@ mod audit;
 mod auth;
 mod db;
 mod error;
+mod tickets;
 
 pub use audit::{AuditEntry, AuditRow, GENESIS, Outcome, VerifyReport, check_chain};
 pub use auth::{ApiToken, Principal, Role, User, new_token_secret, token_digest};
 pub use db::{Db, SQLITE_FILE, WritePool};
 pub use error::{Error, Result};
+pub use tickets::{
+    Comment, ISSUE_TYPES, NewTicket, PRIORITIES, STATUSES, Ticket, TicketFilter, TicketPatch,
+    sla_targets, status_category, transition_allowed,
+};
 
 #[doc(hidden)]
 pub use audit::new_row;

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod tickets;
 
 /// Runs a suite function on both backends.
 macro_rules! on_both {

@@ -10,12 +10,14 @@
 
 mod audit;
 mod auth;
+mod cases;
 mod db;
 mod error;
 mod tickets;
 
 pub use audit::{AuditEntry, AuditRow, GENESIS, Outcome, VerifyReport, check_chain};
 pub use auth::{ApiToken, Principal, Role, User, new_token_secret, token_digest};
+pub use cases::{CASE_STATUSES, Case, case_transition_allowed};
 pub use db::{Db, SQLITE_FILE, WritePool};
 pub use error::{Error, Result};
 pub use tickets::{

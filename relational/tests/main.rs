@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod cases;
 mod tickets;
 
 /// Runs a suite function on both backends.

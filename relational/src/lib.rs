@@ -13,6 +13,7 @@ mod auth;
 mod cases;
 mod db;
 mod error;
+mod systems;
 mod tickets;
 
 pub use audit::{AuditEntry, AuditRow, GENESIS, Outcome, VerifyReport, check_chain};
@@ -20,6 +21,7 @@ pub use auth::{ApiToken, Principal, Role, User, new_token_secret, token_digest};
 pub use cases::{CASE_STATUSES, Case, case_transition_allowed};
 pub use db::{Db, SQLITE_FILE, WritePool};
 pub use error::{Error, Result};
+pub use systems::{Alert, AlertSettings, Inventory, System};
 pub use tickets::{
     Comment, ISSUE_TYPES, NewTicket, PRIORITIES, STATUSES, Ticket, TicketFilter, TicketPatch,
     sla_targets, status_category, transition_allowed,

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod cases;
+mod systems;
 mod tickets;
 
 /// Runs a suite function on both backends.

@@ -13,6 +13,7 @@ mod auth;
 mod cases;
 mod db;
 mod error;
+mod links;
 mod systems;
 mod tickets;
 
@@ -21,6 +22,7 @@ pub use auth::{ApiToken, Principal, Role, User, new_token_secret, token_digest};
 pub use cases::{CASE_STATUSES, Case, case_transition_allowed};
 pub use db::{Db, SQLITE_FILE, WritePool};
 pub use error::{Error, Result};
+pub use links::{LINKABLE_TYPES, Link};
 pub use systems::{Alert, AlertSettings, Inventory, System};
 pub use tickets::{
     Comment, ISSUE_TYPES, NewTicket, PRIORITIES, STATUSES, Ticket, TicketFilter, TicketPatch,

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod cases;
+mod links;
 mod systems;
 mod tickets;
 

@@ -109,6 +109,10 @@ pub(crate) struct ServeArgs {
     /// [default: 1000000].
     #[arg(long, env = "VIGIL_DEDUP_MAX_KEYS")]
     pub(crate) dedup_max_keys: Option<usize>,
+    /// Side store on PostgreSQL (`postgres://user@host/db`) instead of SQLite in
+    /// DATA_DIR/vigil.db [default: SQLite].
+    #[arg(long, env = "VIGIL_RELATIONAL_URL")]
+    pub(crate) relational_url: Option<String>,
     /// Log filter, e.g. `info` or `vigil_engine=debug` [default: info].
     #[arg(long, env = "VIGIL_LOG")]
     pub(crate) log: Option<String>,
@@ -151,6 +155,7 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     dedup_window: Option<Duration>,
     dedup_max_keys: Option<usize>,
+    relational_url: Option<String>,
     log: Option<String>,
 }
 
@@ -165,6 +170,8 @@ pub(crate) struct ServeConfig {
     pub(crate) http: HttpConfig,
     pub(crate) query: QueryConfig,
     pub(crate) lifecycle: LifecycleConfig,
+    /// PostgreSQL URL of the side store; SQLite in the data directory when none.
+    pub(crate) relational_url: Option<String>,
     pub(crate) log: String,
 }
 
@@ -324,6 +331,7 @@ impl ServeArgs {
             http,
             query,
             lifecycle,
+            relational_url: self.relational_url.or(file.relational_url),
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
     }

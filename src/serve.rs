@@ -11,6 +11,7 @@ use vigil_api::quic::{QuicServer, QuicStats, server_identity};
 use vigil_api::{AppState, router};
 use vigil_engine::{Engine, SystemTimeProvider};
 use vigil_query::{Lifecycle, QueryEngine};
+use vigil_relational::{Db, Role, SQLITE_FILE};
 use vigil_wal::Durability;
 
 use crate::config::ServeArgs;
@@ -63,6 +64,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = Arc::new(Tokens::new(
         std::iter::once(admin_token.as_str()).chain(config.tokens.iter().map(String::as_str)),
     ));
+    let side_store = runtime.block_on(open_side_store(
+        &data_dir,
+        config.relational_url.as_deref(),
+        &admin_token,
+        &config.tokens,
+    ))?;
     let identity = server_identity(&config.quic, &data_dir).context("QUIC TLS certificate")?;
     let quic_stats = Arc::new(QuicStats::default());
     runtime.block_on(async {
@@ -110,9 +117,37 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     stop_lifecycle.store(true, Ordering::SeqCst);
     let _ = lifecycle.join();
     tracing::info!("shutting down: flushing the write buffer to Parquet");
+    runtime.block_on(side_store.close());
     engine.shutdown().context("flushing at shutdown")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Opens the side store (applying its migrations) and registers the data directory's admin
+/// token and the configured agent tokens in it.
+async fn open_side_store(
+    data_dir: &std::path::Path,
+    url: Option<&str>,
+    admin_token: &str,
+    agent_tokens: &[String],
+) -> anyhow::Result<Db> {
+    let db = Db::open(data_dir, url).await.with_context(|| match url {
+        Some(_) => "opening the side store on PostgreSQL (--relational-url)".to_string(),
+        None => format!(
+            "opening the side store {}",
+            data_dir.join(SQLITE_FILE).display()
+        ),
+    })?;
+    db.ensure_token("admin (data directory)", Role::Admin, admin_token)
+        .await
+        .context("registering the admin token in the side store")?;
+    for (i, token) in agent_tokens.iter().enumerate() {
+        db.ensure_token(&format!("agent (--token {})", i + 1), Role::Agent, token)
+            .await
+            .context("registering a --token in the side store")?;
+    }
+    tracing::info!(backend = db.backend(), "side store ready");
+    Ok(db)
 }
 
 async fn shutdown_signal() {

@@ -397,6 +397,30 @@ impl Db {
         })
     }
 
+    /// Makes sure `secret` is a token with `role` (the data directory's admin token, tokens
+    /// given on the command line); returns whether it was created now.
+    pub async fn ensure_token(&self, name: &str, role: Role, secret: &str) -> Result<bool> {
+        match self.authenticate(secret).await {
+            Ok(p) if p.role == role => Ok(false),
+            Ok(p) => Err(Error::Conflict {
+                what: format!("token '{name}' with role {} (asked: {role})", p.role),
+            }),
+            Err(Error::Unauthenticated) => {
+                self.create_token(
+                    &Principal::system(),
+                    name,
+                    role,
+                    None,
+                    None,
+                    Some(secret.to_string()),
+                )
+                .await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Revokes a token (it stays listed, marked revoked).
     pub async fn revoke_token(&self, by: &Principal, id: i64) -> Result<()> {
         dispatch!(self, pool => {

@@ -156,8 +156,22 @@ async fn tokens_authenticate_until_revoked(db: Db) {
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
     assert!("root".parse::<Role>().is_err());
+    assert!(
+        db.ensure_token("data dir", Role::Admin, "vgl_admin-file")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.ensure_token("data dir", Role::Admin, "vgl_admin-file")
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        db.ensure_token("x", Role::Agent, "vgl_admin-file").await,
+        Err(Error::Conflict { .. })
+    ));
     let report = db.verify_audit().await.unwrap();
     assert!(report.ok);
-    assert_eq!(report.rows, 3, "created, revoked, created");
+    assert_eq!(report.rows, 4, "created, revoked, created, ensured");
 }
 on_both!(tokens, tokens_authenticate_until_revoked);

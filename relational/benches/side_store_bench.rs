@@ -19,7 +19,13 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Db::open_sqlite(dir.path()).await.expect("open");
     let u = db
-        .create_user(&Principal::system(), "bench@example.com", "long password", None, &[Role::Analyst])
+        .create_user(
+            &Principal::system(),
+            "bench@example.com",
+            "long password",
+            None,
+            &[Role::Analyst],
+        )
         .await
         .expect("user");
     let by = Principal {
@@ -46,7 +52,9 @@ async fn main() {
         let per = n / 2 / 8;
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
-                db.create_ticket(&by, &ticket(k * per + i)).await.expect("create");
+                db.create_ticket(&by, &ticket(k * per + i))
+                    .await
+                    .expect("create");
             }
         }));
     }
@@ -56,7 +64,11 @@ async fn main() {
     let concurrent = (n / 2 / 8 * 8) as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     let page = db
-        .tickets(&TicketFilter { limit: 50, status: Some("open".into()), ..TicketFilter::default() })
+        .tickets(&TicketFilter {
+            limit: 50,
+            status: Some("open".into()),
+            ..TicketFilter::default()
+        })
         .await
         .expect("list");
     let list = t.elapsed();

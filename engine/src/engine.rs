@@ -433,8 +433,9 @@ impl Engine {
         self.inner.events.recurrence(query)
     }
 
-    /// Every fingerprint's statistics, with its grouping version and current template
-    /// (`None` for a client's own fingerprint), in fingerprint order.
+    /// Every fingerprint's statistics (without per-minute counts: see
+    /// [`Engine::recurrence`]), with its grouping version and current template (`None` for
+    /// a client's own fingerprint), in fingerprint order.
     pub fn fingerprints(&self) -> Vec<(u64, FingerprintStats, Option<GroupInfo>)> {
         self.inner.events.fingerprints()
     }

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::grouping::{DrainConfig, GroupInfo, Grouper, Reader, put_u64};
 use crate::manifest::write_atomic;
-use crate::recurrence::{FingerprintStats, Recurrence, RecurrenceQuery, RecurrenceRow};
+use crate::recurrence::{Buckets, FingerprintStats, Recurrence, RecurrenceQuery, RecurrenceRow};
 
 const STATE_MAGIC: &[u8; 8] = b"VIGILEVS";
 const KEYS_MAGIC: &[u8; 8] = b"VIGILDDK";
@@ -368,14 +368,27 @@ impl EventState {
         self.live.lock().query(q)
     }
 
-    /// Every fingerprint's statistics with its grouping version (none for a client's
+    /// Every fingerprint's statistics (without the per-minute counts, which
+    /// [`EventState::recurrence`] reads) with its grouping version (none for a client's
     /// own fingerprint).
     pub(crate) fn fingerprints(&self) -> Vec<(u64, FingerprintStats, Option<GroupInfo>)> {
         let live = self.live.lock();
         let mut out: Vec<_> = live
             .by_fingerprint
             .iter()
-            .map(|(&fp, s)| (fp, s.clone(), self.grouper.info(fp)))
+            .map(|(&fp, s)| {
+                let summary = FingerprintStats {
+                    count: s.count,
+                    first_seen: s.first_seen,
+                    last_seen: s.last_seen,
+                    sample: s.sample.clone(),
+                    template: s.template.clone(),
+                    services: s.services.clone(),
+                    systems: s.systems.clone(),
+                    buckets: Buckets::default(),
+                };
+                (fp, summary, self.grouper.info(fp))
+            })
             .collect();
         out.sort_by_key(|(fp, _, _)| *fp);
         out

@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{ColumnarValue, Expr, Volatility, create_udf};
@@ -49,35 +50,44 @@ pub(crate) fn register(ctx: &SessionContext, engine: &Arc<Engine>) {
 }
 
 fn fingerprint_hex(args: &[ColumnarValue]) -> Result<ColumnarValue> {
-    let [arg] = args else {
-        return plan_err!("fingerprint_hex takes one argument");
-    };
-    let array = arg.to_array(1)?;
-    let values = array
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or_else(|| DataFusionError::Plan("fingerprint_hex takes a UInt64".into()))?;
-    let out: StringArray = values
-        .iter()
-        .map(|v| v.map(|v| format!("{v:016x}")))
-        .collect();
-    scalar_if_scalar(arg, Arc::new(out))
+    map_to_text(
+        args,
+        "fingerprint_hex",
+        "a UInt64",
+        |values: &UInt64Array| {
+            values
+                .iter()
+                .map(|v| v.map(|v| format!("{v:016x}")))
+                .collect()
+        },
+    )
 }
 
 fn template(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    map_to_text(args, "template", "a Utf8 text", |values: &StringArray| {
+        values
+            .iter()
+            .map(|v| v.map(vigil_engine::template))
+            .collect()
+    })
+}
+
+/// Applies `f` to the one argument of a text-valued UDF named `name`, which takes `what`.
+fn map_to_text<A: 'static>(
+    args: &[ColumnarValue],
+    name: &str,
+    what: &str,
+    f: impl Fn(&A) -> StringArray,
+) -> Result<ColumnarValue> {
     let [arg] = args else {
-        return plan_err!("template takes one argument");
+        return plan_err!("{name} takes one argument");
     };
     let array = arg.to_array(1)?;
     let values = array
         .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| DataFusionError::Plan("template takes a Utf8 text".into()))?;
-    let out: StringArray = values
-        .iter()
-        .map(|v| v.map(vigil_engine::template))
-        .collect();
-    scalar_if_scalar(arg, Arc::new(out))
+        .downcast_ref::<A>()
+        .ok_or_else(|| DataFusionError::Plan(format!("{name} takes {what}")))?;
+    scalar_if_scalar(arg, Arc::new(f(values)))
 }
 
 fn scalar_if_scalar(arg: &ColumnarValue, out: ArrayRef) -> Result<ColumnarValue> {
@@ -254,7 +264,10 @@ impl TableFunctionImpl for RecurrenceFunction {
             escalation,
         };
         let batch = recurrence_batch(&self.engine.recurrence(&query))?;
-        Ok(Arc::new(BatchTable { batch }))
+        Ok(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?))
     }
 }
 
@@ -300,37 +313,6 @@ fn number_arg(expr: &Expr, name: &str) -> Result<f64> {
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| e.to_string())?;
     i64::try_from(d.as_nanos()).map_err(|_| "too long".to_string())
-}
-
-/// A table of one batch computed when it was planned.
-#[derive(Debug)]
-struct BatchTable {
-    batch: RecordBatch,
-}
-
-#[async_trait]
-impl TableProvider for BatchTable {
-    fn schema(&self) -> SchemaRef {
-        self.batch.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![self.batch.clone()]],
-            self.batch.schema(),
-            projection.cloned(),
-        )?)
-    }
 }
 
 /// The `fingerprints` table: the engine's statistics as of each scan.

@@ -52,6 +52,31 @@ pub struct AuditEntry {
     pub user_agent: Option<String>,
 }
 
+pub(crate) const AUDIT_COLUMNS: &str = "id, actor, action, target_type, target_id, outcome, metadata, \
+    ip_address, user_agent, prev_hash, hash, created_at";
+
+macro_rules! audit_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        AuditRow {
+            id: r.try_get("id")?,
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            target_type: r.try_get("target_type")?,
+            target_id: r.try_get("target_id")?,
+            outcome: r.try_get("outcome")?,
+            metadata: r.try_get::<sqlx::types::Json<Value>, _>("metadata")?.0,
+            ip_address: r.try_get("ip_address")?,
+            user_agent: r.try_get("user_agent")?,
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+            created_at: r.try_get("created_at")?,
+        }
+    }};
+}
+
+crate::from_rows!(AuditRow, audit_from_row);
+
 /// A stored audit row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRow {
@@ -238,30 +263,16 @@ impl Db {
     pub async fn audit_rows(&self, after: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
         dispatch!(self, pool => {
             let rows = sqlx::query(
-                "SELECT id, actor, action, target_type, target_id, outcome, metadata, ip_address, \
-                 user_agent, prev_hash, hash, created_at FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+                sqlx::AssertSqlSafe(format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
+                )),
             )
             .bind(after.unwrap_or(0))
             .bind(limit)
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|r| {
-                    Ok(AuditRow {
-                        id: r.try_get("id")?,
-                        actor: r.try_get("actor")?,
-                        action: r.try_get("action")?,
-                        target_type: r.try_get("target_type")?,
-                        target_id: r.try_get("target_id")?,
-                        outcome: r.try_get("outcome")?,
-                        metadata: r.try_get::<sqlx::types::Json<Value>, _>("metadata")?.0,
-                        ip_address: r.try_get("ip_address")?,
-                        user_agent: r.try_get("user_agent")?,
-                        prev_hash: r.try_get("prev_hash")?,
-                        hash: r.try_get("hash")?,
-                        created_at: r.try_get("created_at")?,
-                    })
-                })
+                .map(|r| Ok(audit_from_row!(r)))
                 .collect::<Result<Vec<_>>>()
         })
     }

@@ -81,6 +81,8 @@ pub struct Principal {
     pub token_id: Option<i64>,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    /// When the token stops working.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -93,6 +95,7 @@ impl Principal {
             token_id: None,
             ip_address: None,
             user_agent: None,
+            expires_at: None,
         }
     }
 
@@ -295,7 +298,10 @@ impl Db {
         let Some((hash, true)) = stored else {
             return Ok(None);
         };
-        let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hash(e.to_string()))?;
+        // Service users of tokens store no password ("!"): nobody logs in as them.
+        let Ok(parsed) = PasswordHash::new(&hash) else {
+            return Ok(None);
+        };
         if Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_err()
@@ -326,15 +332,45 @@ impl Db {
         let secret = secret.unwrap_or_else(new_token_secret);
         let now = Utc::now().trunc_subsecs(6);
         let expires_at = expires_at.map(|e| e.trunc_subsecs(6));
-        let id: i64 = dispatch!(self, pool => {
+        let digest = token_digest(&secret);
+        let (id, user_id): (i64, i64) = dispatch!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            // A token of nobody gets a service user of its own, so that what it does
+            // (tickets, comments) has an author.
+            let user_id: i64 = match user_id {
+                Some(u) => u,
+                None => {
+                    let email = format!("token-{}@tokens.vigil.invalid", &digest[..16]);
+                    let u: i64 = sqlx::query(
+                        "INSERT INTO users (email, display_name, hashed_password, is_active, created_at, updated_at) \
+                         VALUES ($1, $2, '!', TRUE, $3, $3) RETURNING id",
+                    )
+                    .bind(&email)
+                    .bind(format!("token: {name}"))
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| Error::or_conflict(e, "this token"))?
+                    .try_get(0)?;
+                    sqlx::query(
+                        "INSERT INTO user_roles (user_id, role_id, created_at) \
+                         SELECT $1, id, $2 FROM roles WHERE name = $3",
+                    )
+                    .bind(u)
+                    .bind(now)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    u
+                }
+            };
             let id: i64 = sqlx::query(
                 "INSERT INTO api_tokens (user_id, name, token_hash, role, expires_at, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(user_id)
             .bind(name)
-            .bind(token_digest(&secret))
+            .bind(&digest)
             .bind(role.as_str())
             .bind(expires_at)
             .bind(now)
@@ -351,14 +387,14 @@ impl Db {
             );
             append_audit!(tx, &entry)?;
             tx.commit().await?;
-            id
+            (id, user_id)
         });
         Ok((
             ApiToken {
                 id,
                 name: name.to_string(),
                 role,
-                user_id,
+                user_id: Some(user_id),
                 expires_at,
                 created_at: now,
             },
@@ -394,6 +430,7 @@ impl Db {
             token_id: Some(id),
             ip_address: None,
             user_agent: None,
+            expires_at,
         })
     }
 

@@ -11,6 +11,7 @@ use crate::audit::Outcome;
 use crate::auth::Principal;
 use crate::db::WritePool;
 use crate::error::{Error, Result};
+use crate::list::{ListParams, Page};
 use crate::{Db, append_audit, dispatch};
 
 /// Case statuses.
@@ -44,6 +45,31 @@ pub struct Case {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+pub(crate) const CASE_COLUMNS: &str = "id, title, description, status, priority, created_by, \
+    assigned_to, resolved_at, created_at, updated_at";
+
+/// A case from a row of [`CASE_COLUMNS`], without its tags.
+macro_rules! case_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        Case {
+            id: r.try_get(0)?,
+            title: r.try_get(1)?,
+            description: r.try_get(2)?,
+            status: r.try_get(3)?,
+            priority: r.try_get(4)?,
+            created_by: r.try_get(5)?,
+            assigned_to: r.try_get(6)?,
+            resolved_at: r.try_get(7)?,
+            tags: Vec::new(),
+            created_at: r.try_get(8)?,
+            updated_at: r.try_get(9)?,
+        }
+    }};
+}
+
+crate::from_rows!(Case, case_from_row);
 
 fn user_of(by: &Principal) -> Result<i64> {
     by.user_id
@@ -98,38 +124,45 @@ impl Db {
 
     /// The case with `id`.
     pub async fn case(&self, id: i64) -> Result<Case> {
-        dispatch!(self, pool => {
-            let r = sqlx::query(
-                "SELECT id, title, description, status, priority, created_by, assigned_to, resolved_at, \
-                 created_at, updated_at FROM cases WHERE id = $1",
-            )
+        let case = dispatch!(self, pool => {
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {CASE_COLUMNS} FROM cases WHERE id = $1"
+            )))
             .bind(id)
             .fetch_optional(pool)
             .await?
             .ok_or_else(|| Error::not_found("case", id))?;
-            let tags = sqlx::query(
+
+            Ok::<_, Error>(case_from_row!(&r))
+        })?;
+        Ok(Case {
+            tags: self.case_tags(id).await?,
+            ..case
+        })
+    }
+
+    /// A case's tags, by name.
+    async fn case_tags(&self, id: i64) -> Result<Vec<String>> {
+        dispatch!(self, pool => {
+            sqlx::query(
                 "SELECT t.name FROM case_tags ct JOIN tags t ON t.id = ct.tag_id WHERE ct.case_id = $1 ORDER BY t.name",
             )
             .bind(id)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|t| t.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-            Ok(Case {
-                id: r.try_get(0)?,
-                title: r.try_get(1)?,
-                description: r.try_get(2)?,
-                status: r.try_get(3)?,
-                priority: r.try_get(4)?,
-                created_by: r.try_get(5)?,
-                assigned_to: r.try_get(6)?,
-                resolved_at: r.try_get(7)?,
-                tags,
-                created_at: r.try_get(8)?,
-                updated_at: r.try_get(9)?,
-            })
+            .map(|t| Ok(t.try_get::<String, _>(0)?))
+            .collect()
         })
+    }
+
+    /// A page of cases with their tags ([`crate::list::CASES`] says the filters and sorts).
+    pub async fn cases(&self, params: &ListParams) -> Result<Page<Case>> {
+        let mut page: Page<Case> = self.list(&crate::list::CASES, params, None).await?;
+        for case in &mut page.items {
+            case.tags = self.case_tags(case.id).await?;
+        }
+        Ok(page)
     }
 
     /// Moves a case to `status` ([`case_transition_allowed`]); RESOLVED sets `resolved_at`,

@@ -14,6 +14,7 @@ mod cases;
 mod db;
 mod error;
 mod links;
+pub mod list;
 mod systems;
 mod tickets;
 
@@ -23,6 +24,7 @@ pub use cases::{CASE_STATUSES, Case, case_transition_allowed};
 pub use db::{Db, SQLITE_FILE, WritePool};
 pub use error::{Error, Result};
 pub use links::{LINKABLE_TYPES, Link};
+pub use list::{ListParams, Page};
 pub use systems::{Alert, AlertSettings, Inventory, System};
 pub use tickets::{
     Comment, ISSUE_TYPES, NewTicket, PRIORITIES, STATUSES, Ticket, TicketFilter, TicketPatch,

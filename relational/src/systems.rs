@@ -63,9 +63,9 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
 }
 
-const SYSTEM_COLUMNS: &str = "id, hostname, user_label, os_name, cpu_name, cpu_cores, total_memory_gb, \
+pub(crate) const SYSTEM_COLUMNS: &str = "id, hostname, user_label, os_name, cpu_name, cpu_cores, total_memory_gb, \
     total_disk_gb, agent_version, is_active, last_seen, created_at";
-const ALERT_COLUMNS: &str = "id, system_id, alert_type, severity, message, status, acknowledged_by, \
+pub(crate) const ALERT_COLUMNS: &str = "id, system_id, alert_type, severity, message, status, acknowledged_by, \
     acknowledged_at, resolved_at, created_at";
 
 macro_rules! system_from_row {
@@ -105,6 +105,9 @@ macro_rules! alert_from_row {
         }
     }};
 }
+
+crate::from_rows!(System, system_from_row);
+crate::from_rows!(Alert, alert_from_row);
 
 fn check_threshold(field: &'static str, v: f64) -> Result<()> {
     if (0.0..=100.0).contains(&v) {

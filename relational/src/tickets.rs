@@ -143,7 +143,7 @@ pub struct Comment {
     pub created_at: DateTime<Utc>,
 }
 
-const TICKET_COLUMNS: &str = "id, ticket_number, title, description, status, status_category, \
+pub(crate) const TICKET_COLUMNS: &str = "id, ticket_number, title, description, status, status_category, \
     priority, issue_type, assignee_id, reporter_id, system_id, alert_id, project_id, \
     response_target, resolution_target, first_responded_at, resolved_at, closed_at, \
     created_at, updated_at";
@@ -175,6 +175,8 @@ macro_rules! ticket_from_row {
         }
     }};
 }
+
+crate::from_rows!(Ticket, ticket_from_row);
 
 fn validate_title(title: &str) -> Result<()> {
     let n = title.trim().chars().count();

@@ -22,6 +22,7 @@ async fn user(db: &Db, email: &str) -> Principal {
         token_id: None,
         ip_address: None,
         user_agent: None,
+        expires_at: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod cases;
 mod links;
+mod list;
 mod systems;
 mod tickets;
 

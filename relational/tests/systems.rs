@@ -23,6 +23,7 @@ async fn systems_alerts_and_cascade(db: Db) {
         token_id: None,
         ip_address: None,
         user_agent: None,
+        expires_at: None,
     };
     let inv = Inventory {
         os_name: Some("Debian 12".into()),

@@ -19,6 +19,7 @@ async fn analyst(db: &Db, email: &str, role: Role) -> Principal {
         token_id: None,
         ip_address: Some("127.0.0.1".into()),
         user_agent: Some("test".into()),
+        expires_at: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `vigil`: the Vigil server and its command-line tools.
 
+mod admin_cmd;
 mod config;
 mod query_cmd;
 mod serve;
@@ -31,6 +32,15 @@ enum Command {
     Query(query_cmd::QueryArgs),
     /// Ship log lines, events or line protocol to a server over QUIC (the agent).
     Ship(Box<ship::ShipArgs>),
+    /// Create or revoke API tokens.
+    #[command(subcommand)]
+    Token(admin_cmd::TokenCommand),
+    /// Add users.
+    #[command(subcommand)]
+    User(admin_cmd::UserCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(admin_cmd::AuditCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +49,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args),
         Command::Query(args) => query_cmd::run(args),
         Command::Ship(args) => ship::run(*args),
+        Command::Token(cmd) => admin_cmd::token(cmd),
+        Command::User(cmd) => admin_cmd::user(cmd),
+        Command::Audit(cmd) => admin_cmd::audit(cmd),
     }
 }

@@ -17,6 +17,28 @@ pub(crate) struct QueryArgs {
     /// Output: `table` (readable), `csv` or `json` (an array of row objects).
     #[arg(long, default_value = "table")]
     pub(crate) format: OutputFormat,
+    /// API token [default: the admin token of --data-dir].
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Data directory of a server on this machine, whose `admin.token` to use.
+    #[arg(long, env = "VIGIL_DATA_DIR", default_value = "./vigil-data")]
+    pub(crate) data_dir: std::path::PathBuf,
+}
+
+/// The token of `--token`, else the data directory's admin token.
+fn token(args: &QueryArgs) -> anyhow::Result<String> {
+    if let Some(t) = &args.token {
+        return Ok(t.clone());
+    }
+    let path = vigil_api::auth::admin_token_path(&args.data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_string()),
+        Err(e) => bail!(
+            "no token: pass --token (or VIGIL_TOKEN), or --data-dir of the server to use its \
+             admin token ({}: {e})",
+            path.display()
+        ),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,8 +58,9 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let token = token(&args)?;
     let started = Instant::now();
-    let batches = runtime.block_on(fetch(&args.server, &sql))?;
+    let batches = runtime.block_on(fetch(&args.server, &token, &sql))?;
     let elapsed = started.elapsed();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut out = std::io::stdout().lock();
@@ -76,10 +99,11 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(server: &str, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+async fn fetch(server: &str, token: &str, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
     let url = format!("{}/api/v1/query", server.trim_end_matches('/'));
     let resp = reqwest::Client::new()
         .post(&url)
+        .bearer_auth(token)
         .json(&serde_json::json!({ "sql": sql, "format": "arrow" }))
         .send()
         .await

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
-use vigil_api::auth::{Tokens, admin_token_path, load_or_create_admin_token};
+use vigil_api::auth::{Authenticator, admin_token_path, load_or_create_admin_token};
 use vigil_api::quic::{QuicServer, QuicStats, server_identity};
 use vigil_api::{AppState, router};
 use vigil_engine::{Engine, SystemTimeProvider};
@@ -61,15 +61,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_token_path(&data_dir).display()
         );
     }
-    let tokens = Arc::new(Tokens::new(
-        std::iter::once(admin_token.as_str()).chain(config.tokens.iter().map(String::as_str)),
-    ));
     let side_store = runtime.block_on(open_side_store(
         &data_dir,
         config.relational_url.as_deref(),
         &admin_token,
         &config.tokens,
     ))?;
+    let auth = Arc::new(Authenticator::new(side_store.clone()));
     let identity = server_identity(&config.quic, &data_dir).context("QUIC TLS certificate")?;
     let quic_stats = Arc::new(QuicStats::default());
     runtime.block_on(async {
@@ -82,7 +80,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.quic.clone(),
             identity,
             Arc::clone(&engine),
-            tokens,
+            Arc::clone(&auth),
             Arc::clone(&quic_stats),
         )
         .context("starting the QUIC listener")?;
@@ -103,13 +101,17 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let app = router(AppState::with_quic(
             Arc::clone(&engine),
             query,
+            auth,
             config.http.clone(),
             quic_stats,
         ));
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server failed");
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed");
         let _ = stop_tx.send(true);
         let _ = quic_task.await;
         served

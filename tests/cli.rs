@@ -1,14 +1,17 @@
 //! `vigil query` against a running server.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::server::{Server, free_port};
 
-fn vigil_query(url: &str, args: &[&str]) -> (bool, String, String) {
+fn vigil_query(url: &str, data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .arg("query")
         .arg("--server")
         .arg(url)
+        .arg("--data-dir")
+        .arg(data_dir)
         .args(args)
         .output()
         .unwrap();
@@ -23,7 +26,8 @@ fn vigil_query(url: &str, args: &[&str]) -> (bool, String, String) {
 async fn vigil_query_prints_a_table_csv_json_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), free_port(), &[]).await;
-    let resp = reqwest::Client::new()
+    let resp = server
+        .client()
         .post(format!("{}/api/v1/write?precision=s", server.url))
         .body("cpu,host=web-1 usage=12.5 1763800000\ncpu,host=web-2 usage=80.25 1763800000\n")
         .send()
@@ -31,10 +35,12 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
         .unwrap();
     assert!(resp.status().is_success());
     let url = server.url.clone();
+    let data_dir = dir.path().to_path_buf();
     let sql = "SELECT host, usage FROM cpu ORDER BY host";
     let (ok, out, err) = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || vigil_query(&url, &[sql])
+        let data_dir = data_dir.clone();
+        move || vigil_query(&url, &data_dir, &[sql])
     })
     .await
     .unwrap();
@@ -51,7 +57,8 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
     assert!(err.starts_with("(2 rows, "), "{err}");
     let (ok, out, _) = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || vigil_query(&url, &["--format", "csv", sql])
+        let data_dir = data_dir.clone();
+        move || vigil_query(&url, &data_dir, &["--format", "csv", sql])
     })
     .await
     .unwrap();
@@ -59,7 +66,8 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
     assert_eq!(out, "host,usage\nweb-1,12.5\nweb-2,80.25\n");
     let (ok, out, _) = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || vigil_query(&url, &["--format", "json", sql])
+        let data_dir = data_dir.clone();
+        move || vigil_query(&url, &data_dir, &["--format", "json", sql])
     })
     .await
     .unwrap();
@@ -67,7 +75,7 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[1]["usage"], 80.25);
     let (ok, _, err) =
-        tokio::task::spawn_blocking(move || vigil_query(&url, &["SELECT * FROM nope"]))
+        tokio::task::spawn_blocking(move || vigil_query(&url, &data_dir, &["SELECT * FROM nope"]))
             .await
             .unwrap();
     assert!(!ok);

@@ -25,15 +25,13 @@ type Acked = Arc<Mutex<Vec<(u64, u64)>>>;
 
 async fn writer(
     url: String,
+    token: String,
     w: u64,
     next_seq: Arc<AtomicU64>,
     acked: Acked,
     stop: Arc<AtomicBool>,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = crate::server::client_with_token(&token, Some(Duration::from_secs(5)));
     while !stop.load(Ordering::Relaxed) {
         let first = next_seq.fetch_add(LINES_PER_BATCH, Ordering::Relaxed);
         let body: String = (first..first + LINES_PER_BATCH)
@@ -95,6 +93,7 @@ async fn kill9_under_load_loses_no_acknowledged_row() {
             .map(|w| {
                 tokio::spawn(writer(
                     server.url.clone(),
+                    server.token.clone(),
                     w,
                     Arc::clone(&seqs[w as usize]),
                     Arc::clone(&acked),
@@ -110,7 +109,8 @@ async fn kill9_under_load_loses_no_acknowledged_row() {
         }
     }
     let server = Server::start(dir.path(), port, &args).await;
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer: serde_json::Value = server
+        .client()
         .post(format!("{}/api/v1/query", server.url))
         .json(&serde_json::json!({"sql": "SELECT (SELECT count(*) FROM crash) AS n, (SELECT count(*) FROM (SELECT DISTINCT writer, seq FROM crash)) AS d"}))
         .send()

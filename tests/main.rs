@@ -4,3 +4,4 @@ mod cli;
 mod crash;
 mod quic;
 mod server;
+mod side_store;

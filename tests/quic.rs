@@ -254,7 +254,10 @@ async fn protocol_answers_good_and_bad_input_and_the_server_stays_up() {
     let (_s, _r, stored) = channel(&conn, 7).await;
     assert_eq!(stored, 4);
     assert_eq!(count(&server, "SELECT count(*) AS n FROM q").await, 4);
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
+    let metrics = server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
         .await
         .unwrap()
         .text()
@@ -357,7 +360,8 @@ async fn ship_delivers_every_line_once_through_server_and_agent_kills() {
 }
 
 async fn count(server: &Server, sql: &str) -> i64 {
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: serde_json::Value = server
+        .client()
         .post(format!("{}/api/v1/query", server.url))
         .json(&serde_json::json!({ "sql": sql }))
         .send()

@@ -9,6 +9,23 @@ pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) url: String,
     pub(crate) quic: std::net::SocketAddr,
+    /// The data directory's admin token, read once the server is up.
+    pub(crate) token: String,
+    data_dir: std::path::PathBuf,
+}
+
+/// An HTTP client that sends `token` with every request.
+pub(crate) fn client_with_token(token: &str, timeout: Option<Duration>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let mut b = reqwest::Client::builder().default_headers(headers);
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    b.build().unwrap()
 }
 
 pub(crate) fn free_udp_port() -> u16 {
@@ -55,23 +72,34 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("vigil binary starts");
-        let server = Server {
+        let mut server = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             quic,
+            token: String::new(),
+            data_dir: data_dir.to_path_buf(),
         };
         server.wait_healthy().await;
         server
     }
 
-    async fn wait_healthy(&self) {
-        let client = reqwest::Client::new();
+    /// An HTTP client sending the admin token.
+    pub(crate) fn client(&self) -> reqwest::Client {
+        client_with_token(&self.token, None)
+    }
+
+    async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let token_file = self.data_dir.join("admin.token");
         while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/health", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
+            if let Ok(token) = std::fs::read_to_string(&token_file) {
+                self.token = token.trim().to_string();
+                let client = self.client();
+                if let Ok(r) = client.get(format!("{}/health", self.url)).send().await
+                    && r.status().is_success()
+                {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -105,6 +105,31 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<vigil_relational::Error> for ApiError {
+    fn from(e: vigil_relational::Error) -> Self {
+        use vigil_relational::Error as E;
+        match e {
+            E::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not found", e.to_string()),
+            E::Invalid { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            E::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::Denied(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            E::Unauthenticated => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "side store error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    "side store error; see the server log",
+                )
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {

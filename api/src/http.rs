@@ -6,14 +6,15 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use tokio::sync::Semaphore;
 use vigil_engine::Engine;
 use vigil_query::QueryEngine;
 
+use crate::auth::Authenticator;
 use crate::metrics::{HttpMetrics, render_metrics};
 use crate::quic::QuicStats;
-use crate::{analytics, query, write};
+use crate::{analytics, query, store, write};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -43,17 +44,24 @@ pub struct AppState {
     pub(crate) inflight: Semaphore,
     pub(crate) metrics: HttpMetrics,
     pub(crate) quic: Arc<QuicStats>,
+    pub(crate) auth: Arc<Authenticator>,
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, query: Arc<QueryEngine>, config: HttpConfig) -> Arc<Self> {
-        Self::with_quic(engine, query, config, Arc::default())
+    pub fn new(
+        engine: Arc<Engine>,
+        query: Arc<QueryEngine>,
+        auth: Arc<Authenticator>,
+        config: HttpConfig,
+    ) -> Arc<Self> {
+        Self::with_quic(engine, query, auth, config, Arc::default())
     }
 
     /// [`AppState::new`], with the QUIC listener's counters for `/metrics`.
     pub fn with_quic(
         engine: Arc<Engine>,
         query: Arc<QueryEngine>,
+        auth: Arc<Authenticator>,
         config: HttpConfig,
         quic: Arc<QuicStats>,
     ) -> Arc<Self> {
@@ -65,7 +73,13 @@ impl AppState {
             config,
             metrics: HttpMetrics::default(),
             quic,
+            auth,
         })
+    }
+
+    /// The side store.
+    pub(crate) fn db(&self) -> &vigil_relational::Db {
+        self.auth.db()
     }
 }
 
@@ -84,9 +98,84 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/trends", get(analytics::trends))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route(
+            "/api/v1/systems",
+            get(store::systems).post(store::report_system),
+        )
+        .route(
+            "/api/v1/systems/{id}",
+            get(store::system)
+                .patch(store::patch_system)
+                .delete(store::delete_system),
+        )
+        .route(
+            "/api/v1/systems/{id}/alert-settings",
+            get(store::system_settings).put(store::set_system_settings),
+        )
+        .route(
+            "/api/v1/alert-settings",
+            get(store::global_settings).put(store::set_global_settings),
+        )
+        .route(
+            "/api/v1/alerts",
+            get(store::alerts).post(store::raise_alert),
+        )
+        .route("/api/v1/alerts/{id}", get(store::alert))
+        .route(
+            "/api/v1/alerts/{id}/acknowledge",
+            post(store::acknowledge_alert),
+        )
+        .route("/api/v1/alerts/{id}/resolve", post(store::resolve_alert))
+        .route("/api/v1/alerts/{id}/ticket", post(store::alert_ticket))
+        .route("/api/v1/cases", get(store::cases).post(store::create_case))
+        .route(
+            "/api/v1/cases/{id}",
+            get(store::case).patch(store::patch_case),
+        )
+        .route(
+            "/api/v1/cases/{id}/events",
+            get(store::case_events).post(store::link_event),
+        )
+        .route(
+            "/api/v1/cases/{id}/events/{event_id}",
+            delete(store::unlink_event),
+        )
+        .route("/api/v1/cases/{id}/notes", post(store::add_case_note))
+        .route("/api/v1/cases/{id}/tags", post(store::tag_case))
+        .route(
+            "/api/v1/tickets",
+            get(store::tickets).post(store::create_ticket),
+        )
+        .route(
+            "/api/v1/tickets/{id}",
+            get(store::ticket).patch(store::patch_ticket),
+        )
+        .route(
+            "/api/v1/tickets/{id}/comments",
+            get(store::comments).post(store::add_comment),
+        )
+        .route("/api/v1/comments/{id}", patch(store::edit_comment))
+        .route("/api/v1/comments/{id}/history", get(store::comment_history))
+        .route("/api/v1/links", get(store::links).post(store::add_link))
+        .route("/api/v1/links/{id}", delete(store::remove_link))
+        .route("/api/v1/audit", get(store::audit))
+        .route("/api/v1/audit/verify", get(store::verify_audit))
+        .route("/api/v1/users", post(store::create_user))
+        .route("/api/v1/tokens", post(store::create_token))
+        .route("/api/v1/tokens/{id}", delete(store::revoke_token))
+        // Every route: a token whose role the route admits (deny by default).
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::auth::require,
+        ))
         // Bodies are limited by the handlers themselves (before and after gzip).
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::routes::openapi())
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

@@ -2,7 +2,9 @@
 //!
 //! Routes: line protocol writes (`/api/v1/write` and the InfluxDB-compatible `/write` and
 //! `/api/v2/write`), events (`/api/v1/events`), SQL (`/api/v1/query`), `/health` and
-//! `/metrics`. Every error maps
+//! `/metrics`, the side store's records (systems, alerts, cases, tickets, comments, links,
+//! audit, users, tokens; [`routes::ROUTES`] lists them all). Every route needs a token
+//! whose role it admits ([`auth`]). Every error maps
 //! to a status code in one place ([`ApiError`]), and never leaks internals.
 
 mod analytics;
@@ -13,6 +15,8 @@ mod metrics;
 pub mod protocol;
 mod query;
 pub mod quic;
+pub mod routes;
+mod store;
 mod write;
 
 pub use error::ApiError;

@@ -20,8 +20,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use vigil_engine::{Delivery, Engine, Error as EngineError, Origin, ShipTicket};
 
-use crate::auth::Tokens;
+use crate::auth::Authenticator;
 use crate::protocol::{self, DecodeError, Format, Frame, Precision, code};
+use crate::routes::Access;
 
 /// Settings of the QUIC listener.
 #[derive(Debug, Clone)]
@@ -233,7 +234,7 @@ pub fn client_config(
 pub struct QuicServer {
     endpoint: Endpoint,
     engine: Arc<Engine>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<Authenticator>,
     config: QuicConfig,
     stats: Arc<QuicStats>,
 }
@@ -244,7 +245,7 @@ impl QuicServer {
         config: QuicConfig,
         identity: ServerIdentity,
         engine: Arc<Engine>,
-        tokens: Arc<Tokens>,
+        tokens: Arc<Authenticator>,
         stats: Arc<QuicStats>,
     ) -> Result<Self, QuicError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -357,7 +358,7 @@ impl QuicServer {
 
 struct Conn {
     engine: Arc<Engine>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<Authenticator>,
     config: Arc<QuicConfig>,
     stats: Arc<QuicStats>,
 }
@@ -449,9 +450,23 @@ impl Conn {
                     protocol::VERSION
                 ),
             ))
-        } else if !self.tokens.allows_ingest(&token) {
+        } else if let Some(refused) = match self.tokens.authenticate(&token).await {
+            Ok(p) if Access::Ingest.allows(p.role) => None,
+            Ok(p) => Some(format!(
+                "role {} may not ingest (needs {})",
+                p.role,
+                Access::Ingest.roles()
+            )),
+            Err(vigil_relational::Error::Unauthenticated) => {
+                Some("unknown, revoked or expired token".to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "side store error checking a QUIC token");
+                Some("the token could not be checked; see the server log".to_string())
+            }
+        } {
             self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
-            Some((code::UNAUTHORIZED, "unknown or expired token".to_string()))
+            Some((code::UNAUTHORIZED, refused))
         } else {
             protocol::check_agent(&agent)
                 .err()

@@ -15,7 +15,7 @@ fn get(uri: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn recurrence_lists_what_keeps_happening() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let mut body = String::new();
     for (i, minutes_ago) in [90, 50, 40, 30, 20].iter().enumerate() {
         body.push_str(&format!(
@@ -73,7 +73,7 @@ async fn recurrence_lists_what_keeps_happening() {
 
 #[tokio::test]
 async fn trends_give_min_avg_max_count_per_bucket() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let lines = [
         (120, "a", 10.0),
         (110, "a", 20.0),

@@ -8,20 +8,67 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use vigil_api::auth::Authenticator;
 use vigil_api::{AppState, HttpConfig, router};
 use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
+use vigil_relational::{Db, Principal, Role};
 
 mod analytics;
 mod query;
+mod store;
 
-/// The router over `engine`, with a query engine of default limits.
-fn app_for(engine: &Arc<Engine>, http: HttpConfig) -> Router {
-    app_with(engine, http, vigil_query::QueryConfig::default())
+/// The router over `engine`, with a query engine of default limits; requests without
+/// a token are sent with an admin token.
+async fn app_for(engine: &Arc<Engine>, http: HttpConfig) -> Router {
+    app_with(engine, http, vigil_query::QueryConfig::default()).await
 }
 
-fn app_with(engine: &Arc<Engine>, http: HttpConfig, query: vigil_query::QueryConfig) -> Router {
+async fn app_with(
+    engine: &Arc<Engine>,
+    http: HttpConfig,
+    query: vigil_query::QueryConfig,
+) -> Router {
+    let (app, _, admin) = secured_with(engine, http, query).await;
+    app.layer(axum::middleware::map_request(
+        move |mut req: Request<Body>| {
+            let admin = admin.clone();
+            async move {
+                if !req.headers().contains_key(header::AUTHORIZATION) {
+                    let value = format!("Bearer {admin}").parse().unwrap();
+                    req.headers_mut().insert(header::AUTHORIZATION, value);
+                }
+                req
+            }
+        },
+    ))
+}
+
+/// The router as served (every request needs a token), its side store (in memory) and
+/// an admin token.
+async fn secured_with(
+    engine: &Arc<Engine>,
+    http: HttpConfig,
+    query: vigil_query::QueryConfig,
+) -> (Router, Db, String) {
     let query = Arc::new(vigil_query::QueryEngine::new(Arc::clone(engine), query).unwrap());
-    router(AppState::new(Arc::clone(engine), query, http))
+    let db = Db::open_memory().await.unwrap();
+    let (_, admin) = db
+        .create_token(
+            &Principal::system(),
+            "test admin",
+            Role::Admin,
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let auth = Arc::new(Authenticator::new(db.clone()));
+    (
+        router(AppState::new(Arc::clone(engine), query, auth, http)),
+        db,
+        admin,
+    )
 }
 
 struct Fixture {
@@ -30,7 +77,7 @@ struct Fixture {
     engine: Arc<Engine>,
 }
 
-fn fixture(http: HttpConfig) -> Fixture {
+async fn fixture(http: HttpConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         data_dir: dir.path().to_path_buf(),
@@ -44,7 +91,7 @@ fn fixture(http: HttpConfig) -> Fixture {
         )
         .unwrap(),
     );
-    let app = app_for(&engine, http);
+    let app = app_for(&engine, http).await;
     Fixture {
         _dir: dir,
         app,
@@ -72,7 +119,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn native_write_answers_row_count() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let (status, _, body) = send(
         &f.app,
         post(
@@ -88,7 +135,7 @@ async fn native_write_answers_row_count() {
 
 #[tokio::test]
 async fn influx_routes_take_their_parameters_and_gzip() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let req = Request::post("/write?db=telegraf&rp=autogen&precision=ms&u=user&p=secret")
         .header(header::CONTENT_ENCODING, "gzip")
         .body(Body::from(gzip(b"mem,host=a used=1i 1700000000000\n")))
@@ -109,7 +156,7 @@ async fn influx_routes_take_their_parameters_and_gzip() {
 
 #[tokio::test]
 async fn bad_lines_get_400_with_line_numbers_and_nothing_is_stored() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let (status, _, body) = send(
         &f.app,
         post("/api/v1/write", "cpu u=1\ncpu u=\ncpu u=2\ncpu,x u=3"),
@@ -131,7 +178,7 @@ async fn bad_lines_get_400_with_line_numbers_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn type_conflicts_and_bad_parameters_are_400() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     send(&f.app, post("/api/v1/write", "cpu u=1")).await;
     let (status, _, body) = send(&f.app, post("/api/v1/write", "cpu u=\"text\"")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -160,7 +207,8 @@ async fn oversized_bodies_get_413_before_and_after_decompression() {
     let f = fixture(HttpConfig {
         max_body_bytes: 1000,
         ..HttpConfig::default()
-    });
+    })
+    .await;
     let big = "cpu u=1\n".repeat(200);
     let compressed = gzip(big.as_bytes());
     let req = Request::post("/api/v1/write")
@@ -187,7 +235,7 @@ async fn oversized_bodies_get_413_before_and_after_decompression() {
 
 #[tokio::test]
 async fn unknown_content_encoding_is_415() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let req = Request::post("/api/v1/write")
         .header(header::CONTENT_ENCODING, "br")
         .body(Body::from("cpu u=1"))
@@ -207,7 +255,7 @@ async fn full_buffer_answers_503_with_retry_after() {
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::open(config, Arc::new(MockTimeProvider::new(0))).unwrap());
-    let app = app_for(&engine, HttpConfig::default());
+    let app = app_for(&engine, HttpConfig::default()).await;
     let (status, _, _) = send(&app, post("/api/v1/write", "m f=1 1")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, headers, body) = send(&app, post("/api/v1/write", "m f=2 2")).await;
@@ -220,7 +268,7 @@ async fn full_buffer_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn events_answer_counts_and_errors() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let (status, _, body) = send(
         &f.app,
         post(
@@ -245,7 +293,7 @@ async fn events_answer_counts_and_errors() {
 
 #[tokio::test]
 async fn health_and_metrics() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     send(&f.app, post("/api/v1/write", "cpu u=1")).await;
     let (status, _, body) =
         send(&f.app, Request::get("/health").body(Body::empty()).unwrap()).await;
@@ -340,7 +388,7 @@ async fn a_failed_fsync_stops_acknowledgements_and_turns_health_red() {
         )
         .unwrap(),
     );
-    let app = app_for(&engine, HttpConfig::default());
+    let app = app_for(&engine, HttpConfig::default()).await;
     let (status, _, _) = send(&app, post("/api/v1/write", "m f=1 1")).await;
     assert_eq!(status, StatusCode::OK);
     fail.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -22,7 +22,7 @@ fn query_json(sql: &str, format: &str) -> Request<Body> {
 }
 
 async fn with_rows() -> super::Fixture {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let (status, _, body) = send(
         &f.app,
         post(
@@ -176,7 +176,7 @@ async fn errors_carry_the_reason() {
 
 #[tokio::test]
 async fn row_cap_and_timeout_answer_clearly() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let app = app_with(
         &f.engine,
         HttpConfig::default(),
@@ -185,7 +185,8 @@ async fn row_cap_and_timeout_answer_clearly() {
             timeout: Duration::from_millis(300),
             ..QueryConfig::default()
         },
-    );
+    )
+    .await;
     let (status, _, body) = send(
         &app,
         query_json("SELECT * FROM generate_series(1, 6)", "json"),
@@ -212,7 +213,7 @@ async fn row_cap_and_timeout_answer_clearly() {
 /// query stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_stream_and_a_disconnect_cancels_the_query() {
-    let f = fixture(HttpConfig::default());
+    let f = fixture(HttpConfig::default()).await;
     let app = app_with(
         &f.engine,
         HttpConfig::default(),
@@ -220,7 +221,8 @@ async fn results_stream_and_a_disconnect_cancels_the_query() {
             max_rows: usize::MAX / 2,
             ..QueryConfig::default()
         },
-    );
+    )
+    .await;
     let running = || async {
         let (_, _, m) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
         m.lines()

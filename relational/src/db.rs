@@ -95,6 +95,21 @@ impl Db {
         Ok(Self::Sqlite(pool))
     }
 
+    /// A private in-memory SQLite database with the migrations applied, for tests: one
+    /// connection, never closed while the pool lives.
+    pub async fn open_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self::Sqlite(pool))
+    }
+
     /// Connects to PostgreSQL at `url` (`postgres://…`) and applies migrations.
     pub async fn open_postgres(url: &str) -> Result<Self> {
         let options = sqlx::postgres::PgConnectOptions::from_str(url)?;

@@ -35,6 +35,7 @@ async fn main() {
         token_id: None,
         ip_address: None,
         user_agent: None,
+        expires_at: None,
     };
     let ticket = |i: usize| NewTicket {
         title: format!("ticket {i}"),

@@ -43,7 +43,8 @@ async fn app_with(
     ))
 }
 
-/// The router as served (every request needs a token), its side store (in memory) and
+/// The router as served (every request needs a token), its side store (SQLite in the
+/// engine's data directory) and
 /// an admin token.
 async fn secured_with(
     engine: &Arc<Engine>,
@@ -51,7 +52,7 @@ async fn secured_with(
     query: vigil_query::QueryConfig,
 ) -> (Router, Db, String) {
     let query = Arc::new(vigil_query::QueryEngine::new(Arc::clone(engine), query).unwrap());
-    let db = Db::open_memory().await.unwrap();
+    let db = Db::open_sqlite(engine.data_dir()).await.unwrap();
     let (_, admin) = db
         .create_token(
             &Principal::system(),

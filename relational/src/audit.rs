@@ -14,7 +14,6 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::db::WritePool;
 use crate::error::Result;
 use crate::{Db, dispatch};
 
@@ -249,7 +248,7 @@ impl Db {
         let rows = self.audit_rows(None, i64::MAX).await?;
         let head: Option<(i64, String)> = dispatch!(self, pool => {
             let r = sqlx::query("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
-                .fetch_optional(pool)
+                .fetch_optional(pool.ex())
                 .await?;
             match r {
                 Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
@@ -269,7 +268,7 @@ impl Db {
             )
             .bind(after.unwrap_or(0))
             .bind(limit)
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?;
             rows.iter()
                 .map(|r| Ok(audit_from_row!(r)))

@@ -14,7 +14,6 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::audit::{AuditEntry, Outcome, hex};
-use crate::db::WritePool;
 use crate::error::{Error, Result};
 use crate::{Db, append_audit, dispatch};
 
@@ -251,7 +250,7 @@ impl Db {
                 "SELECT id, display_name, is_active, created_at FROM users WHERE email = $1",
             )
             .bind(email)
-            .fetch_optional(pool)
+            .fetch_optional(pool.ex())
             .await?
             .ok_or_else(|| Error::not_found("user", email))?;
             (
@@ -267,7 +266,7 @@ impl Db {
                  WHERE ur.user_id = $1 ORDER BY r.id",
             )
             .bind(id)
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|r| r.try_get::<String, _>(0))
@@ -288,7 +287,7 @@ impl Db {
         let stored: Option<(String, bool)> = dispatch!(self, pool => {
             match sqlx::query("SELECT hashed_password, is_active FROM users WHERE email = $1")
                 .bind(email)
-                .fetch_optional(pool)
+                .fetch_optional(pool.ex())
                 .await?
             {
                 Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
@@ -410,7 +409,7 @@ impl Db {
                 "SELECT id, user_id, role, expires_at, revoked_at FROM api_tokens WHERE token_hash = $1",
             )
             .bind(token_digest(secret))
-            .fetch_optional(pool)
+            .fetch_optional(pool.ex())
             .await?
             {
                 Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)),

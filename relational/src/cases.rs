@@ -9,7 +9,6 @@ use sqlx::Row;
 
 use crate::audit::Outcome;
 use crate::auth::Principal;
-use crate::db::WritePool;
 use crate::error::{Error, Result};
 use crate::list::{ListParams, Page};
 use crate::{Db, append_audit, dispatch};
@@ -129,7 +128,7 @@ impl Db {
                 "SELECT {CASE_COLUMNS} FROM cases WHERE id = $1"
             )))
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(pool.ex())
             .await?
             .ok_or_else(|| Error::not_found("case", id))?;
 
@@ -148,7 +147,7 @@ impl Db {
                 "SELECT t.name FROM case_tags ct JOIN tags t ON t.id = ct.tag_id WHERE ct.case_id = $1 ORDER BY t.name",
             )
             .bind(id)
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|t| Ok(t.try_get::<String, _>(0)?))
@@ -285,7 +284,7 @@ impl Db {
         dispatch!(self, pool => {
             sqlx::query("SELECT event_id FROM case_events WHERE case_id = $1 ORDER BY id")
                 .bind(case_id)
-                .fetch_all(pool)
+                .fetch_all(pool.ex())
                 .await?
                 .iter()
                 .map(|r| Ok(r.try_get::<String, _>(0)?))

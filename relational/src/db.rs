@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -12,6 +13,7 @@ use sqlx::sqlite::{
 };
 
 use crate::error::Result;
+use crate::group_commit::{GroupWriter, SqliteWrite};
 
 type SqlxResult<T> = std::result::Result<T, sqlx::Error>;
 
@@ -24,43 +26,83 @@ pub const SQLITE_FILE: &str = "vigil.db";
 /// A connection pool to the side store.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteStore),
     Postgres(PgPool),
+}
+
+/// SQLite: a pool for reads and a group-committing writer for mutations.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: Arc<GroupWriter>,
+}
+
+impl SqliteStore {
+    fn new(pool: SqlitePool) -> Self {
+        Self {
+            writer: Arc::new(GroupWriter::new(pool.clone())),
+            pool,
+        }
+    }
+}
+
+/// The pool to run reads (and non-audited statements) on: `.fetch_all(pool.ex())`.
+pub trait Reader {
+    type Database: sqlx::Database;
+
+    fn ex(&self) -> &sqlx::Pool<Self::Database>;
+}
+
+impl Reader for SqliteStore {
+    type Database = sqlx::Sqlite;
+
+    fn ex(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl Reader for PgPool {
+    type Database = sqlx::Postgres;
+
+    fn ex(&self) -> &PgPool {
+        self
+    }
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool: the same query text on either.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! dispatch {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, $pool:ident => $body:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::{Reader as _, WritePool as _};
         match $db {
             $crate::Db::Sqlite($pool) => $body,
             $crate::Db::Postgres($pool) => $body,
         }
-    };
+    }};
 }
 
-/// Begins a write transaction that serialises with every other writer, so that audit
-/// rows chain in one order: `BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory
-/// lock on PostgreSQL.
+/// Begins a write that serialises with every other writer, so that audit rows chain in
+/// one order: on SQLite a savepoint in the group-committed transaction
+/// ([`crate::group_commit`]), on PostgreSQL a transaction holding a transaction-scoped
+/// advisory lock. Either derefs to the connection and ends with `commit()`.
 pub trait WritePool {
-    type Database: sqlx::Database;
+    type Write: Send;
 
-    fn begin_write(
-        &self,
-    ) -> impl Future<Output = SqlxResult<sqlx::Transaction<'static, Self::Database>>> + Send;
+    fn begin_write(&self) -> impl Future<Output = SqlxResult<Self::Write>> + Send;
 }
 
-impl WritePool for SqlitePool {
-    type Database = sqlx::Sqlite;
+impl WritePool for SqliteStore {
+    type Write = SqliteWrite;
 
-    async fn begin_write(&self) -> SqlxResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write(&self) -> SqlxResult<SqliteWrite> {
+        self.writer.begin().await
     }
 }
 
 impl WritePool for PgPool {
-    type Database = sqlx::Postgres;
+    type Write = sqlx::Transaction<'static, sqlx::Postgres>;
 
     async fn begin_write(&self) -> SqlxResult<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.begin().await?;
@@ -92,22 +134,7 @@ impl Db {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self::Sqlite(pool))
-    }
-
-    /// A private in-memory SQLite database with the migrations applied, for tests: one
-    /// connection, never closed while the pool lives.
-    pub async fn open_memory() -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self::Sqlite(pool))
+        Ok(Self::Sqlite(SqliteStore::new(pool)))
     }
 
     /// Connects to PostgreSQL at `url` (`postgres://…`) and applies migrations.
@@ -131,7 +158,7 @@ impl Db {
 
     /// Wraps a pool whose migrations were applied elsewhere (`#[sqlx::test]`).
     pub fn from_sqlite(pool: SqlitePool) -> Self {
-        Self::Sqlite(pool)
+        Self::Sqlite(SqliteStore::new(pool))
     }
 
     /// Wraps a pool whose migrations were applied elsewhere (`#[sqlx::test]`).
@@ -148,6 +175,12 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        dispatch!(self, pool => pool.close().await);
+        match self {
+            Self::Sqlite(s) => {
+                s.writer.close().await;
+                s.pool.close().await;
+            }
+            Self::Postgres(p) => p.close().await,
+        }
     }
 }

@@ -8,7 +8,6 @@ use sqlx::Row;
 
 use crate::audit::Outcome;
 use crate::auth::Principal;
-use crate::db::WritePool;
 use crate::error::{Error, Result};
 use crate::{Db, append_audit, dispatch};
 
@@ -103,7 +102,7 @@ impl Db {
             )
             .bind(source_type)
             .bind(source_id)
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|r| {

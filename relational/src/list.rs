@@ -194,7 +194,7 @@ pub const TICKETS: Resource = Resource {
             kind: KeyKind::Int,
         },
     ],
-    default_sort: "-created_at",
+    default_sort: "-id",
 };
 
 pub const ALERTS: Resource = Resource {
@@ -226,7 +226,7 @@ pub const ALERTS: Resource = Resource {
             kind: KeyKind::Int,
         },
     ],
-    default_sort: "-created_at",
+    default_sort: "-id",
 };
 
 pub const CASES: Resource = Resource {
@@ -241,7 +241,7 @@ pub const CASES: Resource = Resource {
         filter("created_until", "created_at", FilterKind::Until),
     ],
     sorts: &[ID, CREATED, UPDATED],
-    default_sort: "-created_at",
+    default_sort: "-id",
 };
 
 pub const SYSTEMS: Resource = Resource {
@@ -478,7 +478,12 @@ fn plan(resource: &Resource, params: &ListParams, extra_where: Option<&str>) -> 
         binds.push(value);
         binds.push(Bind::Int(id));
         let n = binds.len();
-        conds.push(format!("({}, id) {cmp} (${}, ${n})", sort.expr, n - 1));
+        if sort.expr == "id" {
+            binds.pop();
+            conds.push(format!("id {cmp} ${}", n - 1));
+        } else {
+            conds.push(format!("({}, id) {cmp} (${}, ${n})", sort.expr, n - 1));
+        }
     }
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     binds.push(Bind::Int(limit + 1));
@@ -487,12 +492,16 @@ fn plan(resource: &Resource, params: &ListParams, extra_where: Option<&str>) -> 
     } else {
         format!(" WHERE {}", conds.join(" AND "))
     };
+    let order = if sort.expr == "id" {
+        format!("id {dir}")
+    } else {
+        format!("{} {dir}, id {dir}", sort.expr)
+    };
     let sql = format!(
-        "SELECT {}, {} AS sort_key FROM {}{where_clause} ORDER BY {} {dir}, id {dir} LIMIT ${}",
+        "SELECT {}, {} AS sort_key FROM {}{where_clause} ORDER BY {order} LIMIT ${}",
         resource.columns,
         sort.expr,
         resource.table,
-        sort.expr,
         binds.len()
     );
     Ok(Plan {
@@ -536,7 +545,7 @@ impl Db {
                     Bind::Time(v) => q.bind(*v),
                 };
             }
-            let rows = q.fetch_all(pool).await?;
+            let rows = q.fetch_all(pool.ex()).await?;
             let more = rows.len() > limit;
             let rows = &rows[..rows.len().min(limit)];
             let next_cursor = match rows.last() {

@@ -7,7 +7,6 @@ use sqlx::Row;
 
 use crate::audit::Outcome;
 use crate::auth::Principal;
-use crate::db::WritePool;
 use crate::error::{Error, Result};
 use crate::{Db, append_audit, dispatch};
 
@@ -174,7 +173,7 @@ impl Db {
         dispatch!(self, pool => {
             let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SYSTEM_COLUMNS} FROM systems WHERE id = $1")))
                 .bind(id)
-                .fetch_optional(pool)
+                .fetch_optional(pool.ex())
                 .await?
                 .ok_or_else(|| Error::not_found("system", id))?;
             Ok(system_from_row!(&r))
@@ -195,7 +194,7 @@ impl Db {
             .bind(include_inactive)
             .bind(after.unwrap_or(0))
             .bind(limit.clamp(1, 1000))
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|r| Ok(system_from_row!(r)))
@@ -254,7 +253,7 @@ impl Db {
                  WHERE system_id = $1 OR system_id IS NULL ORDER BY system_id IS NULL LIMIT 1",
             )
             .bind(system_id)
-            .fetch_one(pool)
+            .fetch_one(pool.ex())
             .await?;
             Ok(AlertSettings {
                 system_id: r.try_get(0)?,
@@ -357,7 +356,7 @@ impl Db {
         dispatch!(self, pool => {
             let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1")))
                 .bind(id)
-                .fetch_optional(pool)
+                .fetch_optional(pool.ex())
                 .await?
                 .ok_or_else(|| Error::not_found("alert", id))?;
             Ok(alert_from_row!(&r))
@@ -386,7 +385,7 @@ impl Db {
             .bind(status)
             .bind(before.unwrap_or(i64::MAX))
             .bind(limit.clamp(1, 1000))
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|r| Ok(alert_from_row!(r)))

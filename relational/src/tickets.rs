@@ -9,7 +9,6 @@ use sqlx::Row;
 
 use crate::audit::Outcome;
 use crate::auth::{Principal, Role};
-use crate::db::WritePool;
 use crate::error::{Error, Result};
 use crate::{Db, append_audit, dispatch};
 
@@ -282,7 +281,7 @@ impl Db {
                 "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"
             )))
                 .bind(id)
-                .fetch_optional(pool)
+                .fetch_optional(pool.ex())
                 .await?
                 .ok_or_else(|| Error::not_found("ticket", id))?;
             Ok(ticket_from_row!(&row))
@@ -310,7 +309,7 @@ impl Db {
                 .bind(filter.system_id)
                 .bind(filter.before.unwrap_or(i64::MAX))
                 .bind(filter.limit.clamp(1, 1000))
-                .fetch_all(pool)
+                .fetch_all(pool.ex())
                 .await?;
             rows.iter().map(|r| Ok(ticket_from_row!(r))).collect()
         })
@@ -548,7 +547,7 @@ impl Db {
                  FROM ticket_comments WHERE ticket_id = $1 ORDER BY id",
             )
             .bind(ticket_id)
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|r| {
@@ -585,7 +584,7 @@ impl Db {
                 "SELECT previous_content, edited_at FROM comment_edit_history WHERE comment_id = $1 ORDER BY id",
             )
             .bind(comment_id)
-            .fetch_all(pool)
+            .fetch_all(pool.ex())
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))

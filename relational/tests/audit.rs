@@ -37,9 +37,9 @@ async fn tamper(db: &Db, sql: &'static str) {
     };
     dispatch!(db, pool => {
         for s in drop_triggers {
-            let _ = sqlx::query(s).execute(pool).await;
+            let _ = sqlx::query(s).execute(pool.ex()).await;
         }
-        sqlx::query(sql).execute(pool).await.unwrap();
+        sqlx::query(sql).execute(pool.ex()).await.unwrap();
     });
 }
 
@@ -56,8 +56,8 @@ async fn chain_verifies_and_refuses_changes(db: Db) {
     assert_eq!(rows[1].prev_hash, rows[0].hash);
     // The triggers refuse updates and deletes.
     dispatch!(&db, pool => {
-        assert!(sqlx::query("UPDATE audit_log SET actor = 'x' WHERE id = 3").execute(pool).await.is_err());
-        assert!(sqlx::query("DELETE FROM audit_log WHERE id = 3").execute(pool).await.is_err());
+        assert!(sqlx::query("UPDATE audit_log SET actor = 'x' WHERE id = 3").execute(pool.ex()).await.is_err());
+        assert!(sqlx::query("DELETE FROM audit_log WHERE id = 3").execute(pool.ex()).await.is_err());
     });
 }
 on_both!(chain_verifies, chain_verifies_and_refuses_changes);

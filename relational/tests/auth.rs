@@ -70,7 +70,7 @@ async fn users_and_passwords(db: Db) {
     vigil_relational::dispatch!(&db, pool => {
         let hash: String = sqlx::query_scalar("SELECT hashed_password FROM users WHERE id = $1")
             .bind(u.id)
-            .fetch_one(pool)
+            .fetch_one(pool.ex())
             .await
             .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
@@ -102,7 +102,7 @@ async fn tokens_authenticate_until_revoked(db: Db) {
     vigil_relational::dispatch!(&db, pool => {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE token_hash = $1")
             .bind(&secret)
-            .fetch_one(pool)
+            .fetch_one(pool.ex())
             .await
             .unwrap();
         assert_eq!(n, 0);

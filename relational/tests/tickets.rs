@@ -206,7 +206,7 @@ async fn from_alert_is_idempotent(db: Db) {
              VALUES ('CPU', 'CRITICAL', 'cpu 97%', $1, $1) RETURNING id",
         )
         .bind(chrono::Utc::now())
-        .fetch_one(pool)
+        .fetch_one(pool.ex())
         .await
         .unwrap()
     });
@@ -352,3 +352,62 @@ async fn list_filters_and_pages(db: Db) {
     ));
 }
 on_both!(ticket_lists, list_filters_and_pages);
+
+/// Many mutations at once (group-committed together on SQLite), some of which fail: the
+/// failures change nothing, every success is kept with its audit row, the chain holds.
+async fn concurrent_mutations_share_commits(db: Db) {
+    let ana = analyst(&db, "many@example.com", Role::Analyst).await;
+    let (t, _) = db.create_ticket(&ana, &new("shared")).await.unwrap();
+    let before = db.verify_audit().await.unwrap().rows;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (db, ana) = (db.clone(), ana.clone());
+        tasks.push(tokio::spawn(async move {
+            match i % 4 {
+                // Refers to a system that does not exist: fails inside its savepoint.
+                0 => db
+                    .create_ticket(
+                        &ana,
+                        &NewTicket {
+                            system_id: Some(999_999),
+                            ..new("bad")
+                        },
+                    )
+                    .await
+                    .map(|_| ()),
+                1 => db
+                    .add_comment(&ana, t.id, &format!("c{i}"), false, false)
+                    .await
+                    .map(|_| ()),
+                _ => db
+                    .create_ticket(&ana, &new(&format!("t{i}")))
+                    .await
+                    .map(|_| ()),
+            }
+        }));
+    }
+    let mut ok = 0;
+    let mut failed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(vigil_relational::Error::Invalid { .. }) => failed += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!((ok, failed), (30, 10));
+    let report = db.verify_audit().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.rows, before + 30);
+    let all = db
+        .tickets(&TicketFilter {
+            limit: 1000,
+            ..TicketFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1 + 20);
+    assert!(all.iter().all(|t| t.title != "bad"));
+    assert_eq!(db.comments(&ana, t.id).await.unwrap().len(), 10);
+}
+on_both!(concurrent_group, concurrent_mutations_share_commits);

@@ -1,0 +1,203 @@
+//! Group commit for SQLite: concurrent mutations share one transaction and one fsync.
+//!
+//! With `synchronous=FULL`, every commit waits for an fsync of the WAL file (milliseconds),
+//! which caps one-transaction-per-mutation at a few hundred mutations per second. Instead,
+//! all mutations go through one writer connection:
+//!
+//! 1. A mutation takes the writer (a FIFO lock). If no transaction is open it begins one
+//!    (`BEGIN IMMEDIATE`); then it opens `SAVEPOINT m` and runs its statements.
+//! 2. On success it releases the savepoint, notes the transaction's epoch, lets go of the
+//!    writer, and queues for it again. Mutations that were already queued run their own
+//!    savepoints into the same transaction meanwhile.
+//! 3. Back at the writer, if the epoch is still open it commits (one fsync for the whole
+//!    group) and moves to the next epoch; otherwise someone else already committed it.
+//!    Either way the outcome of its epoch is known, and only then does it answer: an
+//!    acknowledged mutation is durable.
+//! 4. A mutation that fails (or is dropped) rolls back to its savepoint; the others in the
+//!    transaction are untouched. If the transaction itself fails (`COMMIT` or a savepoint
+//!    statement errs), it is rolled back whole and every mutation of that epoch gets the
+//!    error.
+//!
+//! Audit rows chain correctly because mutations run one at a time on one connection and
+//! see each other's uncommitted rows.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Connection, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+type SqlxResult<T> = std::result::Result<T, sqlx::Error>;
+
+/// Outcomes of failed epochs kept for mutations that have not looked yet.
+const FAILED_EPOCHS_KEPT: u64 = 100_000;
+
+#[derive(Debug, Default)]
+struct WriterState {
+    /// Taken from the pool (detached) on first use.
+    conn: Option<SqliteConnection>,
+    /// A transaction is open.
+    open: bool,
+    /// The open (or next) transaction's number.
+    epoch: u64,
+    /// A mutation was dropped inside its savepoint: roll it back before the next one.
+    rollback_pending: bool,
+    /// Failed epochs and why.
+    failed: BTreeMap<u64, String>,
+}
+
+impl WriterState {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_mut()
+            .expect("writer connection is set when locked")
+    }
+
+    /// Rolls back the whole open transaction: its epoch fails with `why`.
+    async fn abort(&mut self, why: &str) {
+        if self.open {
+            let _ = self.conn().execute("ROLLBACK").await;
+            self.open = false;
+            self.failed.insert(self.epoch, why.to_string());
+            self.epoch += 1;
+            let floor = self.epoch.saturating_sub(FAILED_EPOCHS_KEPT);
+            self.failed = self.failed.split_off(&floor);
+        }
+        self.rollback_pending = false;
+    }
+}
+
+/// The writer of one SQLite database.
+#[derive(Debug)]
+pub(crate) struct GroupWriter {
+    pool: SqlitePool,
+    state: Arc<Mutex<WriterState>>,
+}
+
+impl GroupWriter {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            state: Arc::default(),
+        }
+    }
+
+    /// Takes the writer and opens a savepoint for one mutation.
+    pub(crate) async fn begin(&self) -> SqlxResult<SqliteWrite> {
+        let mut g = Arc::clone(&self.state).lock_owned().await;
+        if g.conn.is_none() {
+            g.conn = Some(self.pool.acquire().await?.detach());
+        }
+        if g.rollback_pending {
+            g.rollback_pending = false;
+            let rolled_back = match g.conn().execute("ROLLBACK TO m").await {
+                Ok(_) => g.conn().execute("RELEASE m").await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = rolled_back {
+                g.abort(&format!("rolling back a failed mutation: {e}"))
+                    .await;
+            }
+        }
+        if !g.open {
+            g.conn().execute("BEGIN IMMEDIATE").await?;
+            g.open = true;
+        }
+        if let Err(e) = g.conn().execute("SAVEPOINT m").await {
+            g.abort(&format!("opening a savepoint: {e}")).await;
+            return Err(e);
+        }
+        Ok(SqliteWrite {
+            guard: Some(g),
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    /// Closes the writer connection (after the last mutation).
+    pub(crate) async fn close(&self) {
+        let mut g = self.state.lock().await;
+        if g.open {
+            g.abort("closing").await;
+        }
+        if let Some(conn) = g.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// One mutation's hold on the writer: derefs to the connection, inside the mutation's
+/// savepoint. [`SqliteWrite::commit`] answers once the group's transaction is durable;
+/// dropping it rolls the mutation back.
+pub struct SqliteWrite {
+    guard: Option<OwnedMutexGuard<WriterState>>,
+    state: Arc<Mutex<WriterState>>,
+}
+
+impl SqliteWrite {
+    /// Keeps the mutation and waits until its transaction is committed.
+    pub async fn commit(mut self) -> SqlxResult<()> {
+        let mut g = self
+            .guard
+            .take()
+            .expect("a write holds the writer until commit");
+        if let Err(e) = g.conn().execute("RELEASE m").await {
+            g.abort(&format!("releasing a savepoint: {e}")).await;
+            return Err(e);
+        }
+        let epoch = g.epoch;
+        // Let the mutations queued meanwhile join this transaction.
+        drop(g);
+        let mut g = self.state.lock().await;
+        if g.open && g.epoch == epoch {
+            let result = g.conn().execute("COMMIT").await;
+            match result {
+                Ok(_) => {
+                    g.open = false;
+                    g.epoch += 1;
+                    Ok(())
+                }
+                Err(e) => {
+                    g.abort(&format!("commit failed: {e}")).await;
+                    Err(e)
+                }
+            }
+        } else {
+            match g.failed.get(&epoch) {
+                None => Ok(()),
+                Some(why) => Err(sqlx::Error::Protocol(format!(
+                    "the group transaction was rolled back ({why})"
+                ))),
+            }
+        }
+    }
+}
+
+impl Drop for SqliteWrite {
+    fn drop(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.rollback_pending = true;
+        }
+    }
+}
+
+impl Deref for SqliteWrite {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.guard
+            .as_ref()
+            .and_then(|g| g.conn.as_ref())
+            .expect("a write holds the writer until commit")
+    }
+}
+
+impl DerefMut for SqliteWrite {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.guard
+            .as_mut()
+            .expect("a write holds the writer until commit")
+            .conn()
+    }
+}

@@ -76,6 +76,32 @@ macro_rules! audit_from_row {
 
 crate::from_rows!(AuditRow, audit_from_row);
 
+/// Sets the chain's head (`$1` id, `$2` hash).
+#[doc(hidden)]
+pub const UPSERT_AUDIT_HEAD: &str = "INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, $1, $2) \
+     ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash";
+
+/// What a write knows of the audit chain's head. On SQLite the group writer remembers it
+/// and stores it in `audit_head` once per commit; on PostgreSQL (other servers may write)
+/// it is read and stored with every row.
+#[doc(hidden)]
+pub trait AuditTx {
+    /// The head, when this write knows it without asking the database.
+    fn cached_head(&self) -> Option<(i64, String)>;
+    /// Notes a new head; true when the writer stores it in `audit_head` itself.
+    fn note_head(&mut self, id: i64, hash: &str) -> bool;
+}
+
+impl AuditTx for sqlx::Transaction<'static, sqlx::Postgres> {
+    fn cached_head(&self) -> Option<(i64, String)> {
+        None
+    }
+
+    fn note_head(&mut self, _id: i64, _hash: &str) -> bool {
+        false
+    }
+}
+
 /// A stored audit row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRow {
@@ -154,15 +180,22 @@ macro_rules! append_audit {
     ($tx:expr, $entry:expr) => {
         async {
             let entry: &$crate::AuditEntry = $entry;
-            let head = sqlx::query("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
-                .fetch_optional(&mut *$tx)
-                .await?;
-            let (last_id, prev_hash): (i64, String) = match head {
-                Some(row) => {
-                    use sqlx::Row as _;
-                    (row.try_get(0)?, row.try_get(1)?)
+            let cached = $crate::AuditTx::cached_head(&$tx);
+            let (last_id, prev_hash): (i64, String) = match cached {
+                Some(head) => head,
+                None => {
+                    let head =
+                        sqlx::query("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
+                            .fetch_optional(&mut *$tx)
+                            .await?;
+                    match head {
+                        Some(row) => {
+                            use sqlx::Row as _;
+                            (row.try_get(0)?, row.try_get(1)?)
+                        }
+                        None => (0, $crate::GENESIS.to_string()),
+                    }
                 }
-                None => (0, $crate::GENESIS.to_string()),
             };
             let row = $crate::new_row(last_id + 1, prev_hash, entry);
             sqlx::query(
@@ -184,14 +217,13 @@ macro_rules! append_audit {
             .bind(row.created_at)
             .execute(&mut *$tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, $1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash",
-            )
-            .bind(row.id)
-            .bind(&row.hash)
-            .execute(&mut *$tx)
-            .await?;
+            if !$crate::AuditTx::note_head(&mut $tx, row.id, &row.hash) {
+                sqlx::query($crate::UPSERT_AUDIT_HEAD)
+                    .bind(row.id)
+                    .bind(&row.hash)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
             Ok::<$crate::AuditRow, $crate::Error>(row)
         }
         .await

@@ -5,9 +5,10 @@
 //! all mutations go through one writer connection:
 //!
 //! 1. A mutation takes the writer (a FIFO lock). If no transaction is open it begins one
-//!    (`BEGIN IMMEDIATE`); then it opens `SAVEPOINT m` and runs its statements.
-//! 2. On success it releases the savepoint, notes the transaction's epoch, lets go of the
-//!    writer, and queues for it again. Mutations that were already queued run their own
+//!    (`BEGIN IMMEDIATE`) and opens `SAVEPOINT m`; then it runs its statements inside it.
+//! 2. On success it releases the savepoint and opens the next one (`RELEASE m; SAVEPOINT
+//!    m`, one round trip), notes the transaction's epoch, lets go of the writer, and
+//!    queues for it again. Mutations that were already queued run their own
 //!    savepoints into the same transaction meanwhile.
 //! 3. Back at the writer, if the epoch is still open it commits (one fsync for the whole
 //!    group) and moves to the next epoch; otherwise someone else already committed it.
@@ -44,8 +45,19 @@ struct WriterState {
     epoch: u64,
     /// A mutation was dropped inside its savepoint: roll it back before the next one.
     rollback_pending: bool,
+    /// `SAVEPOINT m` is open and empty, ready for the next mutation (a released savepoint
+    /// is reopened in the same round trip, `RELEASE m; SAVEPOINT m`).
+    savepoint_open: bool,
     /// Failed epochs and why.
     failed: BTreeMap<u64, String>,
+    /// The audit chain's head including released savepoints; `None` when unknown (then
+    /// `audit_head` as the transaction sees it is right).
+    head: Option<(i64, String)>,
+    /// `head` is newer than the `audit_head` row: stored just before `COMMIT`.
+    head_dirty: bool,
+    /// `PRAGMA data_version` when the last transaction began: another connection or
+    /// process (`vigil token create`) committing changes it, and `head` is forgotten.
+    data_version: Option<i64>,
 }
 
 impl WriterState {
@@ -66,6 +78,40 @@ impl WriterState {
             self.failed = self.failed.split_off(&floor);
         }
         self.rollback_pending = false;
+        self.savepoint_open = false;
+        self.head = None;
+        self.head_dirty = false;
+    }
+
+    /// `BEGIN IMMEDIATE`, forgetting the cached head if someone else wrote meanwhile.
+    async fn begin(&mut self) -> SqlxResult<()> {
+        self.conn().execute("BEGIN IMMEDIATE").await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(self.conn())
+            .await?;
+        if self.data_version != Some(version) {
+            self.head = None;
+            self.data_version = Some(version);
+        }
+        self.open = true;
+        Ok(())
+    }
+
+    /// Stores the head if needed, then `COMMIT`.
+    async fn commit(&mut self) -> SqlxResult<()> {
+        if self.head_dirty
+            && let Some((id, hash)) = self.head.clone()
+        {
+            sqlx::query(crate::UPSERT_AUDIT_HEAD)
+                .bind(id)
+                .bind(hash)
+                .execute(self.conn())
+                .await?;
+        }
+        self.conn().execute("COMMIT").await?;
+        self.head_dirty = false;
+        self.savepoint_open = false;
+        Ok(())
     }
 }
 
@@ -92,26 +138,29 @@ impl GroupWriter {
         }
         if g.rollback_pending {
             g.rollback_pending = false;
-            let rolled_back = match g.conn().execute("ROLLBACK TO m").await {
-                Ok(_) => g.conn().execute("RELEASE m").await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = rolled_back {
+            // Rolling back to a savepoint leaves it open (and empty).
+            if let Err(e) = g.conn().execute("ROLLBACK TO m").await {
                 g.abort(&format!("rolling back a failed mutation: {e}"))
                     .await;
             }
         }
-        if !g.open {
-            g.conn().execute("BEGIN IMMEDIATE").await?;
-            g.open = true;
-        }
-        if let Err(e) = g.conn().execute("SAVEPOINT m").await {
-            g.abort(&format!("opening a savepoint: {e}")).await;
+        if !g.open
+            && let Err(e) = g.begin().await
+        {
+            let _ = g.conn().execute("ROLLBACK").await;
             return Err(e);
+        }
+        if !g.savepoint_open {
+            if let Err(e) = g.conn().execute("SAVEPOINT m").await {
+                g.abort(&format!("opening a savepoint: {e}")).await;
+                return Err(e);
+            }
+            g.savepoint_open = true;
         }
         Ok(SqliteWrite {
             guard: Some(g),
             state: Arc::clone(&self.state),
+            head: None,
         })
     }
 
@@ -133,6 +182,21 @@ impl GroupWriter {
 pub struct SqliteWrite {
     guard: Option<OwnedMutexGuard<WriterState>>,
     state: Arc<Mutex<WriterState>>,
+    /// The audit head after this write's rows, kept once its savepoint is released.
+    head: Option<(i64, String)>,
+}
+
+impl crate::AuditTx for SqliteWrite {
+    fn cached_head(&self) -> Option<(i64, String)> {
+        self.head
+            .clone()
+            .or_else(|| self.guard.as_ref().and_then(|g| g.head.clone()))
+    }
+
+    fn note_head(&mut self, id: i64, hash: &str) -> bool {
+        self.head = Some((id, hash.to_string()));
+        true
+    }
 }
 
 impl SqliteWrite {
@@ -142,17 +206,20 @@ impl SqliteWrite {
             .guard
             .take()
             .expect("a write holds the writer until commit");
-        if let Err(e) = g.conn().execute("RELEASE m").await {
+        if let Err(e) = g.conn().execute("RELEASE m; SAVEPOINT m").await {
             g.abort(&format!("releasing a savepoint: {e}")).await;
             return Err(e);
+        }
+        if let Some(head) = self.head.take() {
+            g.head = Some(head);
+            g.head_dirty = true;
         }
         let epoch = g.epoch;
         // Let the mutations queued meanwhile join this transaction.
         drop(g);
         let mut g = self.state.lock().await;
         if g.open && g.epoch == epoch {
-            let result = g.conn().execute("COMMIT").await;
-            match result {
+            match g.commit().await {
                 Ok(_) => {
                     g.open = false;
                     g.epoch += 1;

@@ -177,6 +177,11 @@ macro_rules! ticket_from_row {
 
 crate::from_rows!(Ticket, ticket_from_row);
 
+/// `VIG-` and the id, at least six digits (as the `tickets_number` trigger sets it).
+fn ticket_number(id: i64) -> String {
+    format!("VIG-{id:06}")
+}
+
 fn validate_title(title: &str) -> Result<()> {
     let n = title.trim().chars().count();
     if n == 0 || n > 200 {
@@ -206,7 +211,7 @@ impl Db {
         check_choice("issue_type", issue_type, &ISSUE_TYPES)?;
         let reporter_id = reporter(by)?;
         let now = Utc::now().trunc_subsecs(6);
-        let (id, created): (i64, bool) = dispatch!(self, pool => {
+        let (ticket, created): (Ticket, bool) = dispatch!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let mut found = None;
             if let Some(alert) = new.alert_id {
@@ -226,16 +231,19 @@ impl Db {
                 }
             }
             match found {
-                Some(id) => (id, false),
+                Some(id) => {
+                    drop(tx);
+                    (self.ticket(id).await?, false)
+                }
                 None => {
-                    let id: i64 = sqlx::query(
+                    // The number is set by a trigger (migration 0002) from the id.
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "INSERT INTO tickets (ticket_number, title, description, status, status_category, \
                          priority, issue_type, assignee_id, reporter_id, system_id, alert_id, project_id, \
                          response_target, resolution_target, created_at, updated_at) \
-                         VALUES ($1, $2, $3, 'open', 'todo', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-                         RETURNING id",
-                    )
-                    .bind(format!("pending-{}", crate::auth::new_token_secret()))
+                         VALUES ('', $1, $2, 'open', 'todo', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                         RETURNING {TICKET_COLUMNS}"
+                    )))
                     .bind(new.title.trim())
                     .bind(&new.description)
                     .bind(priority)
@@ -250,13 +258,10 @@ impl Db {
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await
-                    .map_err(|e| Error::or_reference(e, "assignee_id, system_id or project_id"))?
-                    .try_get(0)?;
-                    sqlx::query("UPDATE tickets SET ticket_number = $1 WHERE id = $2")
-                        .bind(format!("VIG-{id:06}"))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                    .map_err(|e| Error::or_reference(e, "assignee_id, system_id or project_id"))?;
+                    let mut ticket = ticket_from_row!(&row);
+                    let id = ticket.id;
+                    ticket.ticket_number = ticket_number(id);
                     let entry = by.entry(
                         "TICKET_CREATED",
                         "ticket",
@@ -267,11 +272,11 @@ impl Db {
                     );
                     append_audit!(tx, &entry)?;
                     tx.commit().await?;
-                    (id, true)
+                    (ticket, true)
                 }
             }
         });
-        Ok((self.ticket(id).await?, created))
+        Ok((ticket, created))
     }
 
     /// The ticket with `id`.

@@ -2,7 +2,7 @@
 //! reordered rows.
 
 use serde_json::json;
-use vigil_relational::{AuditEntry, Db, Outcome, dispatch};
+use vigil_relational::{AuditEntry, Db, Outcome, Principal, Role, dispatch};
 
 use crate::on_both;
 
@@ -131,3 +131,39 @@ async fn concurrent_appends_keep_one_chain(db: Db) {
     assert_eq!(report.rows, 80);
 }
 on_both!(concurrent_appends, concurrent_appends_keep_one_chain);
+
+/// Two writers on one SQLite file (a server and `vigil token create`): each notices the
+/// other's rows, so the chain stays one chain.
+#[tokio::test]
+async fn two_processes_on_one_sqlite_file_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Db::open_sqlite(dir.path()).await.unwrap();
+    let b = Db::open_sqlite(dir.path()).await.unwrap();
+    for i in 0..5 {
+        let (db, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        db.create_token(
+            &Principal::system(),
+            &format!("t{i}"),
+            Role::Viewer,
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        other
+            .create_token(
+                &Principal::system(),
+                &format!("u{i}"),
+                Role::Viewer,
+                None,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let report = a.verify_audit().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.rows, 10);
+}

@@ -20,3 +20,17 @@ CREATE INDEX cases_assigned_to_id ON cases (assigned_to, id);
 CREATE INDEX audit_log_actor_id ON audit_log (actor, id);
 CREATE INDEX audit_log_action_id ON audit_log (action, id);
 CREATE INDEX audit_log_target_id ON audit_log (target_type, target_id, id);
+
+-- Ticket numbers (VIG-000042) are set by the database as the row is inserted with an
+-- empty number, so that creating a ticket is one statement.
+CREATE FUNCTION tickets_number() RETURNS trigger AS $$
+BEGIN
+    IF NEW.ticket_number = '' THEN
+        NEW.ticket_number := 'VIG-' || CASE WHEN NEW.id < 1000000
+            THEN lpad(NEW.id::text, 6, '0') ELSE NEW.id::text END;
+    END IF;
+    RETURN NEW;
+END
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER tickets_number BEFORE INSERT ON tickets
+    FOR EACH ROW EXECUTE FUNCTION tickets_number();

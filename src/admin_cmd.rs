@@ -27,7 +27,7 @@ pub(crate) enum TokenCommand {
         /// admin, analyst, viewer, auditor or agent.
         #[arg(long)]
         role: String,
-        /// A name to recognise it by [default: "<role> token"].
+        /// A name to recognise it by [default: "ROLE token"].
         #[arg(long)]
         name: Option<String>,
         /// Expires after this long, e.g. `90d` [default: never].

@@ -85,7 +85,7 @@ macro_rules! dispatch {
 
 /// Begins a write that serialises with every other writer, so that audit rows chain in
 /// one order: on SQLite a savepoint in the group-committed transaction
-/// ([`crate::group_commit`]), on PostgreSQL a transaction holding a transaction-scoped
+/// (`relational/src/group_commit.rs`), on PostgreSQL a transaction holding a transaction-scoped
 /// advisory lock. Either derefs to the connection and ends with `commit()`.
 pub trait WritePool {
     type Write: Send;

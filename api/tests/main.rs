@@ -43,16 +43,78 @@ async fn app_with(
     ))
 }
 
+/// The side store backends the API is tested on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    /// A new database on the server of `DATABASE_URL` (`scripts/test` sets it).
+    Postgres,
+}
+
+/// A new, empty database on the PostgreSQL server of `DATABASE_URL`.
+async fn fresh_postgres() -> Db {
+    use sqlx::{Connection, Executor};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL: run the tests with scripts/test (or scripts/with-postgres)");
+    let name = format!(
+        "vigil_api_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    if name.ends_with("_0") {
+        // Databases left by earlier runs (other processes) on a long-lived server.
+        let old: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'vigil\\_api\\_%' AND datname NOT LIKE $1",
+        )
+        .bind(format!("vigil\\_api\\_{}\\_%", std::process::id()))
+        .fetch_all(&mut admin)
+        .await
+        .unwrap_or_default();
+        for db in old {
+            let _ = admin
+                .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+                .await;
+        }
+    }
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url.as_str(), String::new()),
+    };
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    Db::open_postgres(&format!("{base}/{name}{query}"))
+        .await
+        .unwrap()
+}
+
 /// The router as served (every request needs a token), its side store (SQLite in the
-/// engine's data directory) and
-/// an admin token.
+/// engine's data directory) and an admin token.
 async fn secured_with(
     engine: &Arc<Engine>,
     http: HttpConfig,
     query: vigil_query::QueryConfig,
 ) -> (Router, Db, String) {
+    secured_on(engine, http, query, Backend::Sqlite).await
+}
+
+/// [`secured_with`] on a given backend.
+async fn secured_on(
+    engine: &Arc<Engine>,
+    http: HttpConfig,
+    query: vigil_query::QueryConfig,
+    backend: Backend,
+) -> (Router, Db, String) {
     let query = Arc::new(vigil_query::QueryEngine::new(Arc::clone(engine), query).unwrap());
-    let db = Db::open_sqlite(engine.data_dir()).await.unwrap();
+    let db = match backend {
+        Backend::Sqlite => Db::open_sqlite(engine.data_dir()).await.unwrap(),
+        Backend::Postgres => fresh_postgres().await,
+    };
     let (_, admin) = db
         .create_token(
             &Principal::system(),

@@ -11,7 +11,7 @@ use vigil_api::routes::ROUTES;
 use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
 use vigil_relational::{AuditRow, Db, ListParams, Page, Principal, Role};
 
-use super::{secured_with, send};
+use super::{Backend, secured_on, send};
 
 struct Secured {
     _dir: tempfile::TempDir,
@@ -20,7 +20,7 @@ struct Secured {
     admin: String,
 }
 
-async fn secured() -> Secured {
+async fn secured(backend: Backend) -> Secured {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         data_dir: dir.path().to_path_buf(),
@@ -34,10 +34,11 @@ async fn secured() -> Secured {
         )
         .unwrap(),
     );
-    let (app, db, admin) = secured_with(
+    let (app, db, admin) = secured_on(
         &engine,
         HttpConfig::default(),
         vigil_query::QueryConfig::default(),
+        backend,
     )
     .await;
     Secured {
@@ -112,9 +113,8 @@ fn concrete(path: &str) -> String {
 
 /// Every route × every role: the route's access class decides, refused mutations are
 /// audited, and no token at all is 401 everywhere.
-#[tokio::test]
-async fn every_route_checks_the_role_of_its_token() {
-    let s = secured().await;
+async fn every_route_checks_the_role_of_its_token(backend: Backend) {
+    let s = secured(backend).await;
     let mut denied_mutations = 0;
     for role in Role::ALL {
         let token = s.token(role).await;
@@ -174,9 +174,8 @@ async fn every_route_checks_the_role_of_its_token() {
     assert!(s.db.verify_audit().await.unwrap().ok);
 }
 
-#[tokio::test]
-async fn influx_clients_authenticate_their_way() {
-    let s = secured().await;
+async fn influx_clients_authenticate_their_way(backend: Backend) {
+    let s = secured(backend).await;
     let agent = s.token(Role::Agent).await;
     let post = |req: axum::http::request::Builder| {
         let app = s.app.clone();
@@ -204,9 +203,8 @@ async fn influx_clients_authenticate_their_way() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
-#[tokio::test]
-async fn revoked_and_expired_tokens_stop_working() {
-    let s = secured().await;
+async fn revoked_and_expired_tokens_stop_working(backend: Backend) {
+    let s = secured(backend).await;
     let (status, body) = s
         .call(
             Some(&s.admin),
@@ -258,9 +256,8 @@ async fn revoked_and_expired_tokens_stop_working() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn tickets_comments_and_alerts_through_the_api() {
-    let s = secured().await;
+async fn tickets_comments_and_alerts_through_the_api(backend: Backend) {
+    let s = secured(backend).await;
     let analyst = s.token(Role::Analyst).await;
     let viewer = s.token(Role::Viewer).await;
     let auditor = s.token(Role::Auditor).await;
@@ -505,9 +502,8 @@ async fn tickets_comments_and_alerts_through_the_api() {
     assert_eq!(report["ok"], true);
 }
 
-#[tokio::test]
-async fn cases_systems_and_links_through_the_api() {
-    let s = secured().await;
+async fn cases_systems_and_links_through_the_api(backend: Backend) {
+    let s = secured(backend).await;
     let analyst = s.token(Role::Analyst).await;
     let agent = s.token(Role::Agent).await;
     let a = Some(analyst.as_str());
@@ -651,3 +647,28 @@ async fn cases_systems_and_links_through_the_api() {
         );
     }
 }
+
+/// Runs an API suite on SQLite and on PostgreSQL.
+macro_rules! on_both {
+    ($($suite:ident),*) => {
+        $(mod $suite {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$suite(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$suite(super::Backend::Postgres).await;
+            }
+        })*
+    };
+}
+
+on_both!(
+    every_route_checks_the_role_of_its_token,
+    influx_clients_authenticate_their_way,
+    revoked_and_expired_tokens_stop_working,
+    tickets_comments_and_alerts_through_the_api,
+    cases_systems_and_links_through_the_api
+);

@@ -141,7 +141,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/cases/{id}/events/{event_id}",
             delete(store::unlink_event),
         )
-        .route("/api/v1/cases/{id}/notes", post(store::add_case_note))
+        .route(
+            "/api/v1/cases/{id}/notes",
+            get(store::case_notes).post(store::add_case_note),
+        )
         .route("/api/v1/cases/{id}/tags", post(store::tag_case))
         .route(
             "/api/v1/tickets",

@@ -245,9 +245,9 @@ pub static ROUTES: &[RouteSpec] = &[
             "PATCH",
             "/api/v1/cases/{id}",
             Triage,
-            "Change a case's status or assignee",
+            "Change a case's title, description, priority, status or assignee",
         ),
-        "{status?: OPEN|INVESTIGATING|RESOLVED, assigned_to?: id|null}",
+        "{title?, description?, priority?, status?: OPEN|INVESTIGATING|RESOLVED, assigned_to?: id|null}",
     ),
     route(
         "GET",
@@ -270,6 +270,7 @@ pub static ROUTES: &[RouteSpec] = &[
         Triage,
         "Unlink an event",
     ),
+    route("GET", "/api/v1/cases/{id}/notes", Read, "A case's notes"),
     with_body(
         route(
             "POST",

@@ -331,6 +331,9 @@ where
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CasePatch {
+    title: Option<String>,
+    description: Option<String>,
+    priority: Option<String>,
     status: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     assigned_to: Option<Option<i64>>,
@@ -344,6 +347,18 @@ pub(crate) async fn patch_case(
 ) -> Answer {
     let p: CasePatch = body(&b)?;
     let mut case = s.db().case(id).await?;
+    if p.title.is_some() || p.description.is_some() || p.priority.is_some() {
+        case = s
+            .db()
+            .update_case(
+                &me,
+                id,
+                p.title.as_deref(),
+                p.description.as_deref(),
+                p.priority.as_deref(),
+            )
+            .await?;
+    }
     if let Some(status) = &p.status {
         case = s.db().set_case_status(&me, id, status).await?;
     }
@@ -392,6 +407,10 @@ pub(crate) async fn unlink_event(
 #[serde(deny_unknown_fields)]
 pub(crate) struct Content {
     content: String,
+}
+
+pub(crate) async fn case_notes(State(s): St, Extension(me): Me, Path(id): Path<i64>) -> Answer {
+    ok(&me, json!({"items": s.db().case_notes(id).await?}))
 }
 
 pub(crate) async fn add_case_note(

@@ -550,6 +550,34 @@ async fn cases_systems_and_links_through_the_api(backend: Backend) {
         .call(a, Method::DELETE, &format!("{events}/ev-1"), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = s
+        .call(
+            a,
+            Method::POST,
+            &format!("{path}/notes"),
+            Some(json!({"content": "sshd from 10.0.0.9"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, notes) = s.call(a, Method::GET, &format!("{path}/notes"), None).await;
+    assert_eq!(
+        notes["items"][0]["content"], "sshd from 10.0.0.9",
+        "{notes}"
+    );
+    let (status, body) = s
+        .call(
+            a,
+            Method::PATCH,
+            &path,
+            Some(json!({"title": "Brute force on web-1 and web-2", "priority": "high"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["priority"].as_str()),
+        (StatusCode::OK, Some("high")),
+        "{body}"
+    );
+    assert_eq!(body["status"], "INVESTIGATING");
     let (status, tagged) = s
         .call(
             a,

@@ -70,6 +70,16 @@ macro_rules! case_from_row {
 
 crate::from_rows!(Case, case_from_row);
 
+/// A note on a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseNote {
+    pub id: i64,
+    pub case_id: i64,
+    pub author_id: i64,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
 fn user_of(by: &Principal) -> Result<i64> {
     by.user_id
         .ok_or_else(|| Error::invalid("user", "cases are worked by users; this token has none"))
@@ -290,6 +300,78 @@ impl Db {
                 .map(|r| Ok(r.try_get::<String, _>(0)?))
                 .collect()
         })
+    }
+
+    /// A case's notes, oldest first.
+    pub async fn case_notes(&self, case_id: i64) -> Result<Vec<CaseNote>> {
+        self.case(case_id).await?;
+        dispatch!(self, pool => {
+            sqlx::query(
+                "SELECT id, case_id, author_id, content, created_at FROM case_notes WHERE case_id = $1 ORDER BY id",
+            )
+            .bind(case_id)
+            .fetch_all(pool.ex())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(CaseNote {
+                    id: r.try_get(0)?,
+                    case_id: r.try_get(1)?,
+                    author_id: r.try_get(2)?,
+                    content: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// Changes a case's title, description or priority (only those given).
+    pub async fn update_case(
+        &self,
+        by: &Principal,
+        id: i64,
+        title: Option<&str>,
+        description: Option<&str>,
+        priority: Option<&str>,
+    ) -> Result<Case> {
+        if let Some(t) = title {
+            let n = t.trim().chars().count();
+            if n == 0 || n > 200 {
+                return Err(Error::invalid("title", "must be 1 to 200 characters"));
+            }
+        }
+        if let Some(p) = priority
+            && !crate::PRIORITIES.contains(&p)
+        {
+            return Err(Error::invalid(
+                "priority",
+                format!("'{p}': expected low, medium, high or critical"),
+            ));
+        }
+        let before = self.case(id).await?;
+        let now = Utc::now().trunc_subsecs(6);
+        dispatch!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "UPDATE cases SET title = COALESCE($1, title), description = COALESCE($2, description), \
+                 priority = COALESCE($3, priority), updated_at = $4 WHERE id = $5",
+            )
+            .bind(title.map(str::trim))
+            .bind(description)
+            .bind(priority)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let entry = by.entry("CASE_UPDATED", "case", Some(id.to_string()), Outcome::Allowed,
+                json!({"title": {"from": before.title, "to": title},
+                       "description_changed": description.is_some(),
+                       "priority": {"from": before.priority, "to": priority}}));
+            append_audit!(tx, &entry)?;
+            tx.commit().await?;
+        });
+        self.case(id).await
     }
 
     /// Adds a note to a case; returns its id.

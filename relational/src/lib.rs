@@ -21,7 +21,7 @@ mod tickets;
 
 pub use audit::{AuditEntry, AuditRow, GENESIS, Outcome, VerifyReport, check_chain};
 pub use auth::{ApiToken, Principal, Role, User, new_token_secret, token_digest};
-pub use cases::{CASE_STATUSES, Case, case_transition_allowed};
+pub use cases::{CASE_STATUSES, Case, CaseNote, case_transition_allowed};
 pub use db::{Db, Reader, SQLITE_FILE, SqliteStore, WritePool};
 pub use error::{Error, Result};
 pub use group_commit::SqliteWrite;

@@ -76,6 +76,34 @@ macro_rules! audit_from_row {
 
 crate::from_rows!(AuditRow, audit_from_row);
 
+/// Inserts an audit row (`$1`…`$12`, bound by [`bind_audit_row!`]).
+#[doc(hidden)]
+pub const INSERT_AUDIT_ROW: &str = "INSERT INTO audit_log (id, actor, action, target_type, \
+     target_id, outcome, metadata, ip_address, user_agent, prev_hash, hash, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// Binds the twelve columns of an audit row to a query, in [`INSERT_AUDIT_ROW`]'s order.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! bind_audit_row {
+    ($query:expr, $row:expr) => {{
+        let row: &$crate::AuditRow = $row;
+        $query
+            .bind(row.id)
+            .bind(row.actor.clone())
+            .bind(row.action.clone())
+            .bind(row.target_type.clone())
+            .bind(row.target_id.clone())
+            .bind(row.outcome.clone())
+            .bind(sqlx::types::Json(row.metadata.clone()))
+            .bind(row.ip_address.clone())
+            .bind(row.user_agent.clone())
+            .bind(row.prev_hash.clone())
+            .bind(row.hash.clone())
+            .bind(row.created_at)
+    }};
+}
+
 /// Sets the chain's head (`$1` id, `$2` hash).
 #[doc(hidden)]
 pub const UPSERT_AUDIT_HEAD: &str = "INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, $1, $2) \
@@ -90,6 +118,9 @@ pub trait AuditTx {
     fn cached_head(&self) -> Option<(i64, String)>;
     /// Notes a new head; true when the writer stores it in `audit_head` itself.
     fn note_head(&mut self, id: i64, hash: &str) -> bool;
+    /// Hands a row to the writer to insert with the write's last round trip; false when
+    /// the caller must insert it now.
+    fn defer_row(&mut self, row: &AuditRow) -> bool;
 }
 
 impl AuditTx for sqlx::Transaction<'static, sqlx::Postgres> {
@@ -98,6 +129,10 @@ impl AuditTx for sqlx::Transaction<'static, sqlx::Postgres> {
     }
 
     fn note_head(&mut self, _id: i64, _hash: &str) -> bool {
+        false
+    }
+
+    fn defer_row(&mut self, _row: &AuditRow) -> bool {
         false
     }
 }
@@ -169,7 +204,13 @@ fn row_hash(id: i64, prev_hash: &str, created_at: DateTime<Utc>, f: &Fields<'_>)
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// Appends `entry` inside the write transaction `$tx` (begun with `begin_write!`, which
@@ -198,25 +239,11 @@ macro_rules! append_audit {
                 }
             };
             let row = $crate::new_row(last_id + 1, prev_hash, entry);
-            sqlx::query(
-                "INSERT INTO audit_log (id, actor, action, target_type, target_id, outcome, \
-                 metadata, ip_address, user_agent, prev_hash, hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(row.id)
-            .bind(&row.actor)
-            .bind(&row.action)
-            .bind(&row.target_type)
-            .bind(&row.target_id)
-            .bind(&row.outcome)
-            .bind(sqlx::types::Json(&row.metadata))
-            .bind(&row.ip_address)
-            .bind(&row.user_agent)
-            .bind(&row.prev_hash)
-            .bind(&row.hash)
-            .bind(row.created_at)
-            .execute(&mut *$tx)
-            .await?;
+            if !$crate::AuditTx::defer_row(&mut $tx, &row) {
+                $crate::bind_audit_row!(sqlx::query($crate::INSERT_AUDIT_ROW), &row)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
             if !$crate::AuditTx::note_head(&mut $tx, row.id, &row.hash) {
                 sqlx::query($crate::UPSERT_AUDIT_HEAD)
                     .bind(row.id)

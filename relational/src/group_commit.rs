@@ -161,6 +161,7 @@ impl GroupWriter {
             guard: Some(g),
             state: Arc::clone(&self.state),
             head: None,
+            audit_rows: Vec::new(),
         })
     }
 
@@ -184,6 +185,8 @@ pub struct SqliteWrite {
     state: Arc<Mutex<WriterState>>,
     /// The audit head after this write's rows, kept once its savepoint is released.
     head: Option<(i64, String)>,
+    /// This write's audit rows, inserted in the same round trip as the release.
+    audit_rows: Vec<crate::AuditRow>,
 }
 
 impl crate::AuditTx for SqliteWrite {
@@ -197,6 +200,11 @@ impl crate::AuditTx for SqliteWrite {
         self.head = Some((id, hash.to_string()));
         true
     }
+
+    fn defer_row(&mut self, row: &crate::AuditRow) -> bool {
+        self.audit_rows.push(row.clone());
+        true
+    }
 }
 
 impl SqliteWrite {
@@ -206,8 +214,31 @@ impl SqliteWrite {
             .guard
             .take()
             .expect("a write holds the writer until commit");
-        if let Err(e) = g.conn().execute("RELEASE m; SAVEPOINT m").await {
-            g.abort(&format!("releasing a savepoint: {e}")).await;
+        // The write's audit rows, the release and the next savepoint in one round trip.
+        let mut sql = String::new();
+        for i in 0..self.audit_rows.len() {
+            let base = i * 12;
+            let params: Vec<String> = (1..=12).map(|k| format!("${}", base + k)).collect();
+            sql.push_str(&crate::INSERT_AUDIT_ROW.replace(
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12",
+                &params.join(", "),
+            ));
+            sql.push_str("; ");
+        }
+        sql.push_str("RELEASE m; SAVEPOINT m");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in &self.audit_rows {
+            query = crate::bind_audit_row!(query, row);
+        }
+        if let Err(e) = query.execute(g.conn()).await {
+            // Whatever ran of it is undone with the savepoint; the transaction goes on.
+            g.rollback_pending = true;
+            let rolled_back = g.conn().execute("ROLLBACK TO m").await;
+            g.rollback_pending = false;
+            match rolled_back {
+                Ok(_) => g.savepoint_open = true,
+                Err(e2) => g.abort(&format!("after a failed write ({e}): {e2}")).await,
+            }
             return Err(e);
         }
         if let Some(head) = self.head.take() {

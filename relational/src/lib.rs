@@ -34,4 +34,4 @@ pub use tickets::{
 };
 
 #[doc(hidden)]
-pub use audit::{AuditTx, UPSERT_AUDIT_HEAD, new_row};
+pub use audit::{AuditTx, INSERT_AUDIT_ROW, UPSERT_AUDIT_HEAD, new_row};

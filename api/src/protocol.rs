@@ -28,6 +28,8 @@ pub mod kind {
     pub const REJECT: u8 = 0x07;
     pub const BUSY: u8 = 0x08;
     pub const ERROR: u8 = 0x09;
+    pub const INVENTORY: u8 = 0x0a;
+    pub const REGISTERED: u8 = 0x0b;
 }
 
 /// Error codes of `REJECT` and `ERROR` frames, and QUIC application close codes.
@@ -111,6 +113,16 @@ pub enum Frame {
     Error {
         code: u16,
         message: String,
+    },
+    /// On the control stream: the agent's machine, for the systems registry.
+    Inventory {
+        hostname: String,
+        /// A JSON object of the inventory fields (`docs/protocol.md`).
+        json: Vec<u8>,
+    },
+    /// The answer to `INVENTORY`: the system's id in the registry.
+    Registered {
+        system_id: u64,
     },
 }
 
@@ -234,6 +246,15 @@ impl Frame {
                 out.extend_from_slice(&code.to_be_bytes());
                 put_str(out, message);
             }
+            Frame::Inventory { hostname, json } => {
+                out.push(kind::INVENTORY);
+                put_str(out, hostname);
+                out.extend_from_slice(json);
+            }
+            Frame::Registered { system_id } => {
+                out.push(kind::REGISTERED);
+                out.extend_from_slice(&system_id.to_be_bytes());
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -299,6 +320,13 @@ impl Frame {
             kind::ERROR => Frame::Error {
                 code: r.u16()?,
                 message: r.string("message")?,
+            },
+            kind::INVENTORY => Frame::Inventory {
+                hostname: r.string("hostname")?,
+                json: r.rest().to_vec(),
+            },
+            kind::REGISTERED => Frame::Registered {
+                system_id: r.u64()?,
             },
             other => return Err(malformed(format!("unknown frame type 0x{other:02x}"))),
         };
@@ -443,6 +471,11 @@ mod tests {
                 code: code::UNAUTHORIZED,
                 message: "unknown token".into(),
             },
+            Frame::Inventory {
+                hostname: "web-1".into(),
+                json: br#"{"cpu_cores":8}"#.to_vec(),
+            },
+            Frame::Registered { system_id: 12 },
         ]
     }
 
@@ -453,8 +486,8 @@ mod tests {
             let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
             assert_eq!(len, bytes.len() - 4);
             assert_eq!(Frame::decode(&bytes[4..]).unwrap(), f);
-            // A batch body is "the rest", so shorter batches are still batches.
-            if !matches!(f, Frame::Batch { .. }) {
+            // A batch body (an inventory's JSON) is "the rest", so shorter ones still decode.
+            if !matches!(f, Frame::Batch { .. } | Frame::Inventory { .. }) {
                 for n in 0..bytes.len() - 4 {
                     assert!(Frame::decode(&bytes[4..4 + n]).is_err(), "{f:?} prefix {n}");
                 }

@@ -442,6 +442,7 @@ impl Conn {
         else {
             return Err((code::UNEXPECTED, "the first frame must be HELLO".into()));
         };
+        let mut principal = None;
         let refusal = if version != protocol::VERSION {
             Some((
                 code::VERSION,
@@ -451,7 +452,10 @@ impl Conn {
                 ),
             ))
         } else if let Some(refused) = match self.tokens.authenticate(&token).await {
-            Ok(p) if Access::Ingest.allows(p.role) => None,
+            Ok(p) if Access::Ingest.allows(p.role) => {
+                principal = Some(p);
+                None
+            }
             Ok(p) => Some(format!(
                 "role {} may not ingest (needs {})",
                 p.role,
@@ -491,7 +495,71 @@ impl Conn {
         )
         .await
         .map_err(|e| (code::UNEXPECTED, e.message))?;
+        let mut principal = principal.expect("an admitted HELLO has a principal");
+        principal.ip_address = Some(connection.remote_address().ip().to_string());
+        principal.user_agent = Some(format!("vigil-quic/{agent}"));
+        let db = self.tokens.db().clone();
+        let max_frame = self.config.max_frame;
+        tokio::spawn(control_stream(send, recv, principal, db, max_frame));
         Ok(agent)
+    }
+}
+
+/// The control stream after `WELCOME`: `INVENTORY` frames register the agent's machine in
+/// the systems registry (answered `REGISTERED`, or `REJECT` with sequence 0).
+async fn control_stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    by: vigil_relational::Principal,
+    db: vigil_relational::Db,
+    max_frame: u32,
+) {
+    loop {
+        let frame = match read_frame(&mut recv, max_frame).await {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(_) => return,
+        };
+        let answer = match frame {
+            Frame::Inventory { hostname, json } => {
+                match serde_json::from_slice::<vigil_relational::Inventory>(&json) {
+                    Err(e) => Frame::Reject {
+                        seq: 0,
+                        code: code::BAD_DATA,
+                        message: format!("inventory JSON: {e}"),
+                    },
+                    Ok(inventory) => match db.upsert_system(&by, &hostname, &inventory).await {
+                        Ok(system) => Frame::Registered {
+                            system_id: u64::try_from(system.id).unwrap_or_default(),
+                        },
+                        Err(e @ vigil_relational::Error::Invalid { .. }) => Frame::Reject {
+                            seq: 0,
+                            code: code::BAD_DATA,
+                            message: e.to_string(),
+                        },
+                        Err(e) => {
+                            tracing::error!(error = %e, "registering a system");
+                            Frame::Reject {
+                                seq: 0,
+                                code: code::UNAVAILABLE,
+                                message: "the systems registry is unavailable; see the server log"
+                                    .into(),
+                            }
+                        }
+                    },
+                }
+            }
+            other => {
+                let frame = Frame::Error {
+                    code: code::UNEXPECTED,
+                    message: format!("{other:?} is not allowed on the control stream"),
+                };
+                let _ = write_frame(&mut send, &frame).await;
+                return;
+            }
+        };
+        if write_frame(&mut send, &answer).await.is_err() {
+            return;
+        }
     }
 }
 

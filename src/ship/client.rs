@@ -30,6 +30,8 @@ pub(crate) struct Client {
     pub(crate) spool: Arc<Mutex<Spool>>,
     pub(crate) notify: Arc<Notify>,
     pub(crate) stats: Arc<Stats>,
+    /// Hostname and inventory JSON, registered on every connection (`--host-metrics`).
+    pub(crate) inventory: Option<(String, Vec<u8>)>,
 }
 
 /// How a session ended.
@@ -72,6 +74,40 @@ impl Client {
         }
     }
 
+    /// Registers this machine in the server's systems registry (failures are reported,
+    /// not fatal: the data still flows).
+    async fn register(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        hostname: &str,
+        json: &[u8],
+    ) {
+        let frame = Frame::Inventory {
+            hostname: hostname.to_string(),
+            json: json.to_vec(),
+        };
+        let answer = async {
+            write_frame(send, &frame).await?;
+            read_frame(recv, 1 << 20).await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(Some(Frame::Registered { system_id }))) => {
+                if !self.stats.registered.swap(true, Ordering::Relaxed) {
+                    eprintln!("vigil ship: registered as system {system_id}");
+                }
+            }
+            Ok(Ok(Some(Frame::Reject { message, .. }))) => {
+                eprintln!("vigil ship: the server refused the inventory: {message}");
+            }
+            Ok(Ok(other)) => {
+                eprintln!("vigil ship: unexpected answer to INVENTORY: {other:?}");
+            }
+            Ok(Err(e)) => eprintln!("vigil ship: sending the inventory: {e}"),
+            Err(_) => eprintln!("vigil ship: no answer to INVENTORY within 5 s"),
+        }
+    }
+
     fn input_done(&self) -> bool {
         self.stats.input_done.load(Ordering::SeqCst)
     }
@@ -111,6 +147,10 @@ impl Client {
             Ok(None) => return retry(&"the server closed the handshake"),
             Err(e) => return retry(&e),
         };
+        if let Some((hostname, json)) = &self.inventory {
+            self.register(&mut ctl_send, &mut ctl_recv, hostname, json)
+                .await;
+        }
         let (mut send, mut recv) = match conn.open_bi().await {
             Ok(s) => s,
             Err(e) => return retry(&e),

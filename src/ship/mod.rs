@@ -101,6 +101,8 @@ pub(crate) struct Stats {
     pub(crate) reconnects: AtomicU64,
     pub(crate) connected: AtomicBool,
     pub(crate) input_done: AtomicBool,
+    /// The systems registry accepted this machine (`--host-metrics`).
+    pub(crate) registered: AtomicBool,
     pub(crate) last_error: Mutex<Option<String>>,
 }
 
@@ -175,6 +177,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         reconnects: AtomicU64::new(0),
         connected: AtomicBool::new(false),
         input_done: AtomicBool::new(false),
+        registered: AtomicBool::new(false),
         last_error: Mutex::new(None),
     });
     let notify = Arc::new(Notify::new());
@@ -251,6 +254,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
             spool: Arc::clone(&spool),
             notify: Arc::clone(&notify),
             stats: Arc::clone(&stats),
+            inventory: args.host_metrics.is_some().then(inventory),
         };
         client.run().await
     });
@@ -399,6 +403,34 @@ fn batch_loop(
 /// Source name of the host-metrics lines.
 const HOST_METRICS: &str = "\0host-metrics";
 
+/// This machine's inventory for the systems registry: its hostname and the JSON of an
+/// `INVENTORY` frame (`docs/protocol.md`).
+fn inventory() -> (String, Vec<u8>) {
+    use sysinfo::{Disks, System};
+    let sys = System::new_all();
+    let host = System::host_name().unwrap_or_else(|| "unknown".into());
+    let disk_total: u64 = Disks::new_with_refreshed_list()
+        .iter()
+        .map(sysinfo::Disk::total_space)
+        .sum();
+    let gib = |b: u64| (b as f64 / (1u64 << 30) as f64 * 10.0).round() / 10.0;
+    let os = format!(
+        "{} {}",
+        System::name().unwrap_or_default(),
+        System::os_version().unwrap_or_default()
+    );
+    let json = serde_json::json!({
+        "os_name": os.trim(),
+        "cpu_name": sys.cpus().first().map(|c| c.brand().trim().to_string()),
+        "cpu_cores": sys.cpus().len(),
+        "total_memory_gb": gib(sys.total_memory()),
+        "total_disk_gb": gib(disk_total),
+        "agent_version": concat!("vigil-ship/", env!("CARGO_PKG_VERSION")),
+    });
+    eprintln!("vigil ship: host {host}: {json}");
+    (host, json.to_string().into_bytes())
+}
+
 /// Collects this machine's metrics as `system` line protocol.
 fn host_metrics(every: Duration, stop: Arc<AtomicBool>, tx: crossbeam_channel::Sender<Input>) {
     use sysinfo::{Disks, Networks, System};
@@ -410,18 +442,6 @@ fn host_metrics(every: Duration, stop: Arc<AtomicBool>, tx: crossbeam_channel::S
         .map(|c| if matches!(c, ' ' | ',' | '=') { '_' } else { c })
         .collect();
     let source: Arc<str> = HOST_METRICS.into();
-    // Inventory once, as an event line in the agent's log of what it runs on.
-    eprintln!(
-        "vigil ship: host {host}: {} {}, {} × {}, {} MiB memory",
-        System::name().unwrap_or_default(),
-        System::os_version().unwrap_or_default(),
-        sys.cpus().len(),
-        sys.cpus()
-            .first()
-            .map(|c| c.brand().to_string())
-            .unwrap_or_default(),
-        sys.total_memory() / (1024 * 1024)
-    );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(every.min(Duration::from_secs(1)));
         sys.refresh_all();

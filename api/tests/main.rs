@@ -15,6 +15,7 @@ use vigil_relational::{Db, Principal, Role};
 
 mod analytics;
 mod query;
+mod quic;
 mod store;
 
 /// The router over `engine`, with a query engine of default limits; requests without

@@ -139,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::GenerateEvents { rows, out } => events::generate(rows, &out),
         Cmd::Events { load, serve_args } => events::run(load, serve_args),
         Cmd::External { load, url, pid } => {
-            let r = tokio_runtime().block_on(load_server(&load, &url, pid))?;
+            let r = tokio_runtime().block_on(load_server(&load, &url, pid, None))?;
             r.print("external");
             Ok(())
         }
@@ -309,7 +309,14 @@ impl Report {
 }
 
 /// Reads the file in batches of `batch` lines and posts them over `connections` connections.
-async fn load_server(args: &LoadArgs, url: &str, pid: Option<u32>) -> anyhow::Result<Report> {
+/// `token` goes in `Authorization: Bearer` (Vigil's admin token; none for other servers).
+async fn load_server(
+    args: &LoadArgs,
+    url: &str,
+    pid: Option<u32>,
+    token: Option<&str>,
+) -> anyhow::Result<Report> {
+    let token = token.map(str::to_string);
     let progress = progress_bar(count_lines(&args.file)?, "loading");
     let (tx, rx) = mpmc::bounded(args.connections * 2);
     let file = args.file.clone();
@@ -324,9 +331,17 @@ async fn load_server(args: &LoadArgs, url: &str, pid: Option<u32>) -> anyhow::Re
         let (rx, url) = (rx.clone(), url.to_string());
         let (rows, bytes, retries) = (Arc::clone(&rows), Arc::clone(&bytes), Arc::clone(&retries));
         let progress = progress.clone();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("token header"),
+            );
+        }
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
+                .default_headers(headers)
                 .build()
                 .expect("client");
             let mut hist = Histogram::<u64>::new(3).expect("histogram");
@@ -466,6 +481,8 @@ struct Spawned {
     pid: u32,
     url: String,
     quic: std::net::SocketAddr,
+    /// The data directory's admin token.
+    token: String,
 }
 
 fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
@@ -493,11 +510,15 @@ fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+    let token = std::fs::read_to_string(dir.join("admin.token"))?
+        .trim()
+        .to_string();
     Ok(Spawned {
         child,
         pid,
         url,
         quic,
+        token,
     })
 }
 
@@ -512,11 +533,17 @@ fn run_vigil(
         mut child,
         pid,
         url,
+        token,
         ..
     } = spawn_vigil(&dir, &serve_args)?;
     let rt = tokio_runtime();
     let rss = RssSampler::start(pid);
-    let mut report = rt.block_on(load_server(&load, &format!("{url}/api/v1/write"), None))?;
+    let mut report = rt.block_on(load_server(
+        &load,
+        &format!("{url}/api/v1/write"),
+        None,
+        Some(&token),
+    ))?;
     // Graceful stop flushes the buffer; then measure the files.
     let flush_start = Instant::now();
     // SAFETY: signalling our own child.

@@ -88,6 +88,7 @@ pub(super) fn run(load: LoadArgs, serve_args: Vec<String>) -> anyhow::Result<()>
             &load,
             &format!("{}/api/v1/events", s.url),
             None,
+            Some(&s.token),
         ))?;
         super::quic::stop(&mut s)?;
         report.peak_rss = rss.stop();

@@ -37,7 +37,12 @@ pub(super) fn run(
     let dir = tempfile::tempdir()?;
     let mut s = spawn_vigil(dir.path(), &serve_args)?;
     let rss = RssSampler::start(s.pid);
-    let mut http = rt.block_on(load_server(&load, &format!("{}/api/v1/write", s.url), None))?;
+    let mut http = rt.block_on(load_server(
+        &load,
+        &format!("{}/api/v1/write", s.url),
+        None,
+        Some(&s.token),
+    ))?;
     stop(&mut s)?;
     http.peak_rss = rss.stop();
     http.print("vigil over HTTP");

@@ -141,20 +141,25 @@ struct Fixture {
     engine: Arc<Engine>,
 }
 
-async fn fixture(http: HttpConfig) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+/// An engine on `dir` without a background flusher, its clock at 2023-11-14.
+fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
     let config = EngineConfig {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         background_flush: false,
         ..EngineConfig::default()
     };
-    let engine = Arc::new(
+    Arc::new(
         Engine::open(
             config,
             Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
         )
         .unwrap(),
-    );
+    )
+}
+
+async fn fixture(http: HttpConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = test_engine(dir.path());
     let app = app_for(&engine, http).await;
     Fixture {
         _dir: dir,

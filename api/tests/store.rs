@@ -1,17 +1,14 @@
 //! Auth on every route (role × route matrix), and the side store routes end to end.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use vigil_api::HttpConfig;
 use vigil_api::routes::ROUTES;
-use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
 use vigil_relational::{AuditRow, Db, ListParams, Page, Principal, Role};
 
-use super::{Backend, secured_on, send};
+use super::{Backend, secured_on, send, test_engine};
 
 struct Secured {
     _dir: tempfile::TempDir,
@@ -22,18 +19,7 @@ struct Secured {
 
 async fn secured(backend: Backend) -> Secured {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        data_dir: dir.path().to_path_buf(),
-        background_flush: false,
-        ..EngineConfig::default()
-    };
-    let engine = Arc::new(
-        Engine::open(
-            config,
-            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
-        )
-        .unwrap(),
-    );
+    let engine = test_engine(dir.path());
     let (app, db, admin) = secured_on(
         &engine,
         HttpConfig::default(),

@@ -80,6 +80,18 @@ pub struct CaseNote {
     pub created_at: DateTime<Utc>,
 }
 
+/// A case's title is 1 to 200 characters and its priority one of [`crate::PRIORITIES`]
+/// (as a ticket's).
+fn check_case_fields(title: Option<&str>, priority: Option<&str>) -> Result<()> {
+    if let Some(t) = title {
+        crate::tickets::validate_title(t)?;
+    }
+    if let Some(p) = priority {
+        crate::tickets::check_choice("priority", p, &crate::PRIORITIES)?;
+    }
+    Ok(())
+}
+
 fn user_of(by: &Principal) -> Result<i64> {
     by.user_id
         .ok_or_else(|| Error::invalid("user", "cases are worked by users; this token has none"))
@@ -94,18 +106,7 @@ impl Db {
         description: &str,
         priority: Option<&str>,
     ) -> Result<Case> {
-        let n = title.trim().chars().count();
-        if n == 0 || n > 200 {
-            return Err(Error::invalid("title", "must be 1 to 200 characters"));
-        }
-        if let Some(p) = priority
-            && !crate::PRIORITIES.contains(&p)
-        {
-            return Err(Error::invalid(
-                "priority",
-                format!("'{p}': expected low, medium, high or critical"),
-            ));
-        }
+        check_case_fields(Some(title), priority)?;
         let creator = user_of(by)?;
         let now = Utc::now().trunc_subsecs(6);
         let id: i64 = dispatch!(self, pool => {
@@ -335,20 +336,7 @@ impl Db {
         description: Option<&str>,
         priority: Option<&str>,
     ) -> Result<Case> {
-        if let Some(t) = title {
-            let n = t.trim().chars().count();
-            if n == 0 || n > 200 {
-                return Err(Error::invalid("title", "must be 1 to 200 characters"));
-            }
-        }
-        if let Some(p) = priority
-            && !crate::PRIORITIES.contains(&p)
-        {
-            return Err(Error::invalid(
-                "priority",
-                format!("'{p}': expected low, medium, high or critical"),
-            ));
-        }
+        check_case_fields(title, priority)?;
         let before = self.case(id).await?;
         let now = Utc::now().trunc_subsecs(6);
         dispatch!(self, pool => {

@@ -58,7 +58,7 @@ pub fn sla_targets(priority: &str) -> Result<(Duration, Duration)> {
     })
 }
 
-fn check_choice(field: &'static str, value: &str, choices: &[&str]) -> Result<()> {
+pub(crate) fn check_choice(field: &'static str, value: &str, choices: &[&str]) -> Result<()> {
     if choices.contains(&value) {
         Ok(())
     } else {
@@ -182,7 +182,7 @@ fn ticket_number(id: i64) -> String {
     format!("VIG-{id:06}")
 }
 
-fn validate_title(title: &str) -> Result<()> {
+pub(crate) fn validate_title(title: &str) -> Result<()> {
     let n = title.trim().chars().count();
     if n == 0 || n > 200 {
         return Err(Error::invalid("title", "must be 1 to 200 characters"));

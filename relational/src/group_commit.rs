@@ -7,33 +7,33 @@
 //! 1. A mutation takes the writer (a FIFO lock). If no transaction is open it begins one
 //!    (`BEGIN IMMEDIATE`) and opens `SAVEPOINT m`; then it runs its statements inside it.
 //! 2. On success it releases the savepoint and opens the next one (`RELEASE m; SAVEPOINT
-//!    m`, one round trip), notes the transaction's epoch, lets go of the writer, and
-//!    queues for it again. Mutations that were already queued run their own
-//!    savepoints into the same transaction meanwhile.
-//! 3. Back at the writer, if the epoch is still open it commits (one fsync for the whole
-//!    group) and moves to the next epoch; otherwise someone else already committed it.
-//!    Either way the outcome of its epoch is known, and only then does it answer: an
-//!    acknowledged mutation is durable.
+//!    m`, one round trip) and lets go of the writer. Mutations that were already queued
+//!    run their own savepoints into the same transaction meanwhile.
+//! 3. Then it waits for its transaction's commit. The first mutation of a transaction to
+//!    get there spawns a committer task, which queues for the writer like everyone else:
+//!    when it gets it, the mutations queued before it are in the transaction, and it
+//!    commits once for all of them (one fsync) and tells each the outcome. Only then does
+//!    a mutation answer: an acknowledged mutation is durable.
 //! 4. A mutation that fails (or is dropped) rolls back to its savepoint; the others in the
-//!    transaction are untouched. If the transaction itself fails (`COMMIT` or a savepoint
-//!    statement errs), it is rolled back whole and every mutation of that epoch gets the
-//!    error.
+//!    transaction are untouched (a dropped one also schedules the committer, so that an
+//!    open transaction never outlives its mutations and keeps the database locked). If the
+//!    transaction itself fails (`COMMIT` or a savepoint statement errs), it is rolled back
+//!    whole and every mutation waiting on it gets the error.
 //!
 //! Audit rows chain correctly because mutations run one at a time on one connection and
 //! see each other's uncommitted rows.
 
-use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Executor};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 type SqlxResult<T> = std::result::Result<T, sqlx::Error>;
 
-/// Outcomes of failed epochs kept for mutations that have not looked yet.
-const FAILED_EPOCHS_KEPT: u64 = 100_000;
+/// How a transaction ended, for the mutations waiting on it.
+type Outcome = Result<(), String>;
 
 #[derive(Debug, Default)]
 struct WriterState {
@@ -41,15 +41,15 @@ struct WriterState {
     conn: Option<SqliteConnection>,
     /// A transaction is open.
     open: bool,
-    /// The open (or next) transaction's number.
-    epoch: u64,
+    /// Mutations released into the open transaction, waiting for its commit.
+    waiters: Vec<oneshot::Sender<Outcome>>,
+    /// A committer task is queued for the writer.
+    committer_queued: bool,
     /// A mutation was dropped inside its savepoint: roll it back before the next one.
     rollback_pending: bool,
     /// `SAVEPOINT m` is open and empty, ready for the next mutation (a released savepoint
     /// is reopened in the same round trip, `RELEASE m; SAVEPOINT m`).
     savepoint_open: bool,
-    /// Failed epochs and why.
-    failed: BTreeMap<u64, String>,
     /// The audit chain's head including released savepoints; `None` when unknown (then
     /// `audit_head` as the transaction sees it is right).
     head: Option<(i64, String)>,
@@ -67,15 +67,14 @@ impl WriterState {
             .expect("writer connection is set when locked")
     }
 
-    /// Rolls back the whole open transaction: its epoch fails with `why`.
+    /// Rolls back the whole open transaction: every mutation waiting on it fails with `why`.
     async fn abort(&mut self, why: &str) {
         if self.open {
             let _ = self.conn().execute("ROLLBACK").await;
             self.open = false;
-            self.failed.insert(self.epoch, why.to_string());
-            self.epoch += 1;
-            let floor = self.epoch.saturating_sub(FAILED_EPOCHS_KEPT);
-            self.failed = self.failed.split_off(&floor);
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err(why.to_string()));
         }
         self.rollback_pending = false;
         self.savepoint_open = false;
@@ -239,36 +238,64 @@ impl SqliteWrite {
                 Ok(_) => g.savepoint_open = true,
                 Err(e2) => g.abort(&format!("after a failed write ({e}): {e2}")).await,
             }
+            schedule_committer(&mut g, &self.state);
             return Err(e);
         }
         if let Some(head) = self.head.take() {
             g.head = Some(head);
             g.head_dirty = true;
         }
-        let epoch = g.epoch;
+        let (tx, rx) = oneshot::channel();
+        g.waiters.push(tx);
+        schedule_committer(&mut g, &self.state);
         // Let the mutations queued meanwhile join this transaction.
         drop(g);
-        let mut g = self.state.lock().await;
-        if g.open && g.epoch == epoch {
-            match g.commit().await {
-                Ok(_) => {
-                    g.open = false;
-                    g.epoch += 1;
-                    Ok(())
-                }
-                Err(e) => {
-                    g.abort(&format!("commit failed: {e}")).await;
-                    Err(e)
-                }
-            }
-        } else {
-            match g.failed.get(&epoch) {
-                None => Ok(()),
-                Some(why) => Err(sqlx::Error::Protocol(format!(
-                    "the group transaction was rolled back ({why})"
-                ))),
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(sqlx::Error::Protocol(format!(
+                "the group transaction was rolled back ({why})"
+            ))),
+            Err(_) => Err(sqlx::Error::Protocol(
+                "the side store writer stopped before committing".into(),
+            )),
+        }
+    }
+}
+
+/// Queues a committer for the writer unless one is queued already.
+fn schedule_committer(g: &mut WriterState, state: &Arc<Mutex<WriterState>>) {
+    if g.committer_queued {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    g.committer_queued = true;
+    runtime.spawn(commit_group(Arc::clone(state)));
+}
+
+/// Takes the writer after the mutations queued before it and commits their transaction.
+async fn commit_group(state: Arc<Mutex<WriterState>>) {
+    let mut g = state.lock().await;
+    g.committer_queued = false;
+    if g.rollback_pending {
+        g.rollback_pending = false;
+        if let Err(e) = g.conn().execute("ROLLBACK TO m").await {
+            g.abort(&format!("rolling back a failed mutation: {e}"))
+                .await;
+        }
+    }
+    if !g.open {
+        return;
+    }
+    match g.commit().await {
+        Ok(()) => {
+            g.open = false;
+            for w in g.waiters.drain(..) {
+                let _ = w.send(Ok(()));
             }
         }
+        Err(e) => g.abort(&format!("commit failed: {e}")).await,
     }
 }
 
@@ -276,6 +303,7 @@ impl Drop for SqliteWrite {
     fn drop(&mut self) {
         if let Some(mut g) = self.guard.take() {
             g.rollback_pending = true;
+            schedule_committer(&mut g, &self.state);
         }
     }
 }

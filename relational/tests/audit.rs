@@ -163,7 +163,48 @@ async fn two_processes_on_one_sqlite_file_keep_one_chain() {
             .await
             .unwrap();
     }
+    // A mutation that fails leaves no transaction open behind it (which would hold the
+    // database's write lock): the other process writes at once, not after its 10 s busy
+    // timeout.
+    let dup = a
+        .create_token(
+            &Principal::system(),
+            "t0",
+            Role::Viewer,
+            None,
+            None,
+            Some("x".repeat(8)),
+        )
+        .await;
+    assert!(dup.is_ok());
+    let again = a
+        .create_token(
+            &Principal::system(),
+            "t0",
+            Role::Viewer,
+            None,
+            None,
+            Some("x".repeat(8)),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(vigil_relational::Error::Conflict { .. })),
+        "{again:?}"
+    );
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        b.create_token(
+            &Principal::system(),
+            "after",
+            Role::Viewer,
+            None,
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert!(matches!(quick, Ok(Ok(_))), "{quick:?}");
     let report = a.verify_audit().await.unwrap();
     assert!(report.ok, "{report:?}");
-    assert_eq!(report.rows, 10);
+    assert_eq!(report.rows, 12);
 }

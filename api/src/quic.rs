@@ -196,7 +196,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// A client configuration trusting the certificates in `ca` (PEM), offering `alpn`
 /// (normally [`protocol::ALPN`]), with an optional client certificate for mutual TLS,
-/// and [`client_transport`].
+/// sending keep-alives every 10 s.
 pub fn client_config(
     ca: &Path,
     alpn: &[u8],
@@ -224,26 +224,10 @@ pub fn client_config(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(client_transport(MTU_UPPER_BOUND)));
-    Ok(config)
-}
-
-/// The largest UDP payload MTU discovery tries (quinn's default stops at 1452, Ethernet's
-/// limit). Probing higher is safe: on a 1500-byte path discovery settles at ~1452 as
-/// before, while loopback and jumbo-frame networks get datagrams of up to 64 KiB, so a
-/// batch needs ~40 times fewer packets (each one encrypted, acknowledged and paced
-/// separately).
-pub const MTU_UPPER_BOUND: u16 = 65_527;
-
-/// A client's transport: keep-alives every 10 s, MTU discovery up to `mtu_upper_bound`.
-pub fn client_transport(mtu_upper_bound: u16) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(mtu_upper_bound);
-    transport
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .mtu_discovery_config(Some(mtu));
-    transport
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
 /// The QUIC listener: bound, not yet accepting.
@@ -297,10 +281,7 @@ impl QuicServer {
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(MTU_UPPER_BOUND);
         transport
-            .mtu_discovery_config(Some(mtu))
             .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams + 1))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .stream_receive_window(VarInt::from_u32(config.stream_window))

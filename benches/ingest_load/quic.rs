@@ -86,16 +86,8 @@ fn current_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `VIGIL_BENCH_QUIC_MTU=1452` measures with quinn's default MTU discovery bound instead of
-/// Vigil's ([`vigil_api::quic::MTU_UPPER_BOUND`]).
 fn endpoint(data_dir: &Path) -> anyhow::Result<quinn::Endpoint> {
-    let mut config = client_config(&data_dir.join("tls/server.crt"), protocol::ALPN, None)?;
-    if let Some(mtu) = std::env::var("VIGIL_BENCH_QUIC_MTU")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        config.transport_config(std::sync::Arc::new(vigil_api::quic::client_transport(mtu)));
-    }
+    let config = client_config(&data_dir.join("tls/server.crt"), protocol::ALPN, None)?;
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)

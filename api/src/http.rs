@@ -165,7 +165,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/audit", get(store::audit))
         .route("/api/v1/audit/verify", get(store::verify_audit))
         .route("/api/v1/users", post(store::create_user))
-        .route("/api/v1/tokens", post(store::create_token))
+        .route(
+            "/api/v1/tokens",
+            get(store::tokens).post(store::create_token),
+        )
         .route("/api/v1/tokens/{id}", delete(store::revoke_token))
         // Every route: a token whose role the route admits (deny by default).
         .route_layer(axum::middleware::from_fn_with_state(

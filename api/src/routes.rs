@@ -358,6 +358,12 @@ pub static ROUTES: &[RouteSpec] = &[
         route("POST", "/api/v1/users", Admin, "Add a user"),
         "{email, password, display_name?, roles: [admin|analyst|viewer|auditor|agent]}",
     ),
+    route(
+        "GET",
+        "/api/v1/tokens",
+        Admin,
+        "List API tokens (never their secrets)",
+    ),
     with_body(
         route(
             "POST",

@@ -680,6 +680,10 @@ pub(crate) struct NewToken {
     expires_at: Option<DateTime<Utc>>,
 }
 
+pub(crate) async fn tokens(State(s): St, Extension(me): Me) -> Answer {
+    ok(&me, json!({"items": s.db().tokens().await?}))
+}
+
 /// 201 with the token and its secret, which is not stored and not shown again.
 pub(crate) async fn create_token(State(s): St, Extension(me): Me, b: Bytes) -> Answer {
     let t: NewToken = body(&b)?;

@@ -215,6 +215,17 @@ async fn revoked_and_expired_tokens_stop_working(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, listed) = s
+        .call(Some(&s.admin), Method::GET, "/api/v1/tokens", None)
+        .await;
+    let ci = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
+    assert!(ci["revoked_at"].is_string(), "{listed}");
+    assert!(!listed.to_string().contains(&secret), "a secret is listed");
     let (status, _) = s
         .call(Some(&secret), Method::GET, "/api/v1/tickets", None)
         .await;

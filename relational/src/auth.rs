@@ -139,6 +139,8 @@ pub struct ApiToken {
     pub user_id: Option<i64>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When it was revoked; revoked tokens stay listed.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// id, user_id, role, expires_at, revoked_at.
@@ -396,6 +398,7 @@ impl Db {
                 user_id: Some(user_id),
                 expires_at,
                 created_at: now,
+                revoked_at: None,
             },
             secret,
         ))
@@ -455,6 +458,30 @@ impl Db {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Every token, newest first, without secrets (revoked ones marked).
+    pub async fn tokens(&self) -> Result<Vec<ApiToken>> {
+        dispatch!(self, pool => {
+            sqlx::query(
+                "SELECT id, name, role, user_id, expires_at, created_at, revoked_at FROM api_tokens ORDER BY id DESC",
+            )
+            .fetch_all(pool.ex())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    role: r.try_get::<String, _>(2)?.parse()?,
+                    user_id: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    created_at: r.try_get(5)?,
+                    revoked_at: r.try_get(6)?,
+                })
+            })
+            .collect()
+        })
     }
 
     /// Revokes a token (it stays listed, marked revoked).

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use vigil_relational::{AuditEntry, Db, Error as StoreError, Outcome, Principal, Role};
+use vigil_relational::{Db, Error as StoreError, Outcome, Principal, Role};
 
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -239,16 +239,13 @@ pub(crate) async fn require(
             spec.access.roles()
         );
         if method != Method::GET && method != Method::HEAD {
-            let entry = AuditEntry {
-                actor: principal.actor.clone(),
-                action: format!("{method} {path}"),
-                target_type: "route".into(),
-                target_id: Some(req.uri().path().to_string()),
-                outcome: Outcome::Denied,
-                metadata: serde_json::json!({"role": principal.role, "needs": spec.access.roles()}),
-                ip_address: principal.ip_address.clone(),
-                user_agent: principal.user_agent.clone(),
-            };
+            let entry = principal.entry(
+                &format!("{method} {path}"),
+                "route",
+                Some(req.uri().path().to_string()),
+                Outcome::Denied,
+                serde_json::json!({"role": principal.role, "needs": spec.access.roles()}),
+            );
             if let Err(e) = state.auth.db().audit(&entry).await {
                 tracing::error!(error = %e, "could not record a refused request in the audit log");
                 return ApiError::from(e).into_response();

@@ -98,7 +98,8 @@ impl Principal {
         }
     }
 
-    pub(crate) fn entry(
+    /// The audit entry of something this principal did (or was refused).
+    pub fn entry(
         &self,
         action: &str,
         target_type: &str,

@@ -8,6 +8,7 @@ use sqlx::Row;
 use crate::audit::Outcome;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
+use crate::list::{ListParams, MAX_LIMIT};
 use crate::{Db, append_audit, dispatch};
 
 /// What an agent reports about its machine (`vigil ship --host-metrics`).
@@ -180,26 +181,25 @@ impl Db {
         })
     }
 
-    /// Active systems (or all), by id, paged by cursor (`after` the last id).
+    /// Active systems (or all), by id, paged by cursor (`after` the last id): a
+    /// [`Db::list`] of [`crate::list::SYSTEMS`].
     pub async fn systems(
         &self,
         include_inactive: bool,
         after: Option<i64>,
         limit: i64,
     ) -> Result<Vec<System>> {
-        dispatch!(self, pool => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {SYSTEM_COLUMNS} FROM systems WHERE ($1 OR is_active) AND id > $2 ORDER BY id LIMIT $3"
-            )))
-            .bind(include_inactive)
-            .bind(after.unwrap_or(0))
-            .bind(limit.clamp(1, 1000))
-            .fetch_all(pool.ex())
+        let params = ListParams {
+            sort: Some("id".into()),
+            limit: Some(limit.clamp(1, MAX_LIMIT)),
+            ..ListParams::default()
+        }
+        .filter("is_active", if include_inactive { "any" } else { "true" });
+        let after = after.map(|id| format!("id > {id}"));
+        Ok(self
+            .list(&crate::list::SYSTEMS, &params, after.as_deref())
             .await?
-            .iter()
-            .map(|r| Ok(system_from_row!(r)))
-            .collect()
-        })
+            .items)
     }
 
     /// Sets a system's label, or deactivates it (soft delete).
@@ -363,7 +363,8 @@ impl Db {
         })
     }
 
-    /// Alerts with `status` (or all), newest first, paged by cursor (`before` an id).
+    /// Alerts with `status` (or all), newest first, paged by cursor (`before` an id): a
+    /// [`Db::list`] of [`crate::list::ALERTS`].
     pub async fn alerts(
         &self,
         status: Option<&str>,
@@ -378,19 +379,18 @@ impl Db {
                 format!("'{s}': expected firing, acknowledged or resolved"),
             ));
         }
-        dispatch!(self, pool => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {ALERT_COLUMNS} FROM alerts WHERE ($1 IS NULL OR status = $1) AND id < $2 ORDER BY id DESC LIMIT $3"
-            )))
-            .bind(status)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit.clamp(1, 1000))
-            .fetch_all(pool.ex())
+        let mut params = ListParams {
+            limit: Some(limit.clamp(1, MAX_LIMIT)),
+            ..ListParams::default()
+        };
+        if let Some(s) = status {
+            params = params.filter("status", s);
+        }
+        let before = before.map(|id| format!("id < {id}"));
+        Ok(self
+            .list(&crate::list::ALERTS, &params, before.as_deref())
             .await?
-            .iter()
-            .map(|r| Ok(alert_from_row!(r)))
-            .collect()
-        })
+            .items)
     }
 
     /// Acknowledges a firing alert, or resolves a firing or acknowledged one.

@@ -10,6 +10,7 @@ use sqlx::Row;
 use crate::audit::Outcome;
 use crate::auth::{Principal, Role};
 use crate::error::{Error, Result};
+use crate::list::{ListParams, MAX_LIMIT};
 use crate::{Db, append_audit, dispatch};
 
 /// Ticket statuses and the category each belongs to.
@@ -293,7 +294,8 @@ impl Db {
         })
     }
 
-    /// Tickets matching `filter`, newest first; the next page starts before the last id.
+    /// Tickets matching `filter`, newest first; the next page starts before the last id:
+    /// a [`Db::list`] of [`crate::list::TICKETS`].
     pub async fn tickets(&self, filter: &TicketFilter) -> Result<Vec<Ticket>> {
         if let Some(s) = &filter.status {
             status_category(s)?;
@@ -301,23 +303,26 @@ impl Db {
         if let Some(p) = &filter.priority {
             check_choice("priority", p, &PRIORITIES)?;
         }
-        let sql = format!(
-            "SELECT {TICKET_COLUMNS} FROM tickets WHERE ($1 IS NULL OR status = $1) \
-             AND ($2 IS NULL OR priority = $2) AND ($3 IS NULL OR assignee_id = $3) \
-             AND ($4 IS NULL OR system_id = $4) AND id < $5 ORDER BY id DESC LIMIT $6"
-        );
-        dispatch!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(&filter.status)
-                .bind(&filter.priority)
-                .bind(filter.assignee_id)
-                .bind(filter.system_id)
-                .bind(filter.before.unwrap_or(i64::MAX))
-                .bind(filter.limit.clamp(1, 1000))
-                .fetch_all(pool.ex())
-                .await?;
-            rows.iter().map(|r| Ok(ticket_from_row!(r))).collect()
-        })
+        let mut params = ListParams {
+            limit: Some(filter.limit.clamp(1, MAX_LIMIT)),
+            ..ListParams::default()
+        };
+        let filters = [
+            ("status", filter.status.clone()),
+            ("priority", filter.priority.clone()),
+            ("assignee_id", filter.assignee_id.map(|v| v.to_string())),
+            ("system_id", filter.system_id.map(|v| v.to_string())),
+        ];
+        for (name, value) in filters {
+            if let Some(v) = value {
+                params = params.filter(name, v);
+            }
+        }
+        let before = filter.before.map(|id| format!("id < {id}"));
+        Ok(self
+            .list(&crate::list::TICKETS, &params, before.as_deref())
+            .await?
+            .items)
     }
 
     /// Changes status, priority, assignee, title or description. Status changes follow

@@ -115,7 +115,8 @@ impl WritePool for PgPool {
 
 impl Db {
     /// Opens (creating it if needed) `<data_dir>/vigil.db`: WAL journal, `synchronous=FULL`
-    /// (a committed mutation survives power loss), foreign keys on; applies migrations.
+    /// (a committed mutation survives power loss), foreign keys on, temporary files (the
+    /// savepoints' sub-journals) in memory; applies migrations.
     pub async fn open_sqlite(data_dir: &Path) -> Result<Self> {
         Self::open_sqlite_file(&data_dir.join(SQLITE_FILE)).await
     }
@@ -128,6 +129,7 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -22,12 +22,20 @@
 //!
 //! Audit rows chain correctly because mutations run one at a time on one connection and
 //! see each other's uncommitted rows.
+//!
+//! Round trips to SQLite's worker thread, not SQLite itself, bound a mutation's time on
+//! the writer, so a mutation sends as few as it can: statements whose results it does not
+//! need (its audit rows, an insert whose id it knows) are deferred ([`SqliteWrite::defer`])
+//! and sent with the release of its savepoint. Ids of tables that only this writer inserts
+//! into are handed out by [`SqliteWrite::next_id`], which asks the database once per
+//! transaction and then counts.
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{Connection, Executor};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqlitePool};
+use sqlx::{Arguments, Connection, Encode, Executor, Type};
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 type SqlxResult<T> = std::result::Result<T, sqlx::Error>;
@@ -55,6 +63,9 @@ struct WriterState {
     head: Option<(i64, String)>,
     /// `head` is newer than the `audit_head` row: stored just before `COMMIT`.
     head_dirty: bool,
+    /// The last id handed out per table by [`SqliteWrite::next_id`], including released
+    /// savepoints; forgotten with `head`.
+    last_ids: HashMap<&'static str, i64>,
     /// `PRAGMA data_version` when the last transaction began: another connection or
     /// process (`vigil token create`) committing changes it, and `head` is forgotten.
     data_version: Option<i64>,
@@ -80,6 +91,7 @@ impl WriterState {
         self.savepoint_open = false;
         self.head = None;
         self.head_dirty = false;
+        self.last_ids.clear();
     }
 
     /// `BEGIN IMMEDIATE`, forgetting the cached head if someone else wrote meanwhile.
@@ -90,6 +102,7 @@ impl WriterState {
             .await?;
         if self.data_version != Some(version) {
             self.head = None;
+            self.last_ids.clear();
             self.data_version = Some(version);
         }
         self.open = true;
@@ -160,7 +173,8 @@ impl GroupWriter {
             guard: Some(g),
             state: Arc::clone(&self.state),
             head: None,
-            audit_rows: Vec::new(),
+            last_ids: HashMap::new(),
+            deferred: Deferred::default(),
         })
     }
 
@@ -184,8 +198,56 @@ pub struct SqliteWrite {
     state: Arc<Mutex<WriterState>>,
     /// The audit head after this write's rows, kept once its savepoint is released.
     head: Option<(i64, String)>,
-    /// This write's audit rows, inserted in the same round trip as the release.
-    audit_rows: Vec<crate::AuditRow>,
+    /// Ids this write handed out, kept once its savepoint is released.
+    last_ids: HashMap<&'static str, i64>,
+    /// Statements run in the same round trip as the release.
+    deferred: Deferred,
+}
+
+/// Statements deferred to a write's last round trip: one SQL text whose `$N` parameters
+/// are renumbered to follow each other, and their arguments.
+#[derive(Default)]
+struct Deferred {
+    sql: String,
+    args: SqliteArguments,
+    /// The first argument that could not be encoded: the write fails with it.
+    error: Option<String>,
+}
+
+/// Binds the parameters of one deferred statement, in order (see [`SqliteWrite::defer`]).
+pub struct DeferredBind<'a> {
+    deferred: &'a mut Deferred,
+}
+
+impl DeferredBind<'_> {
+    /// Binds the next parameter, as `sqlx::Query::bind` does.
+    pub fn bind<'t, T: Encode<'t, Sqlite> + Type<Sqlite>>(self, value: T) -> Self {
+        if let Err(e) = Arguments::add(&mut self.deferred.args, value)
+            && self.deferred.error.is_none()
+        {
+            self.deferred.error = Some(e.to_string());
+        }
+        self
+    }
+}
+
+/// `sql` with every parameter `$N` renumbered `$(N + base)` (the statements given to
+/// [`SqliteWrite::defer`] hold no `$` other than parameters).
+fn shift_params(sql: &str, base: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + base).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl crate::AuditTx for SqliteWrite {
@@ -201,35 +263,70 @@ impl crate::AuditTx for SqliteWrite {
     }
 
     fn defer_row(&mut self, row: &crate::AuditRow) -> bool {
-        self.audit_rows.push(row.clone());
+        crate::bind_audit_row!(self.defer(crate::INSERT_AUDIT_ROW), row);
         true
     }
 }
 
 impl SqliteWrite {
+    /// Queues `sql` (parameters `$1`, `$2`, …, bound on the returned value) to run in the
+    /// round trip that releases this write's savepoint. Its errors come from
+    /// [`SqliteWrite::commit`], the write rolled back.
+    pub fn defer(&mut self, sql: &str) -> DeferredBind<'_> {
+        let base = self.deferred.args.len();
+        self.deferred.sql.push_str(&shift_params(sql, base));
+        self.deferred.sql.push_str(";\n");
+        DeferredBind {
+            deferred: &mut self.deferred,
+        }
+    }
+
+    /// The id for a new row of `table` (an `AUTOINCREMENT` table into which every insert
+    /// goes through this function): the highest id ever used, asked of `sqlite_sequence`
+    /// once per transaction, plus one.
+    pub async fn next_id(&mut self, table: &'static str) -> SqlxResult<i64> {
+        let known = self.last_ids.get(table).copied().or_else(|| {
+            self.guard
+                .as_ref()
+                .and_then(|g| g.last_ids.get(table).copied())
+        });
+        let last = match known {
+            Some(last) => last,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = $1), 0)",
+                )
+                .bind(table)
+                .fetch_one(&mut **self)
+                .await?
+            }
+        };
+        self.last_ids.insert(table, last + 1);
+        Ok(last + 1)
+    }
+
     /// Keeps the mutation and waits until its transaction is committed.
     pub async fn commit(mut self) -> SqlxResult<()> {
         let mut g = self
             .guard
             .take()
             .expect("a write holds the writer until commit");
-        // The write's audit rows, the release and the next savepoint in one round trip.
-        let mut sql = String::new();
-        for i in 0..self.audit_rows.len() {
-            let base = i * 12;
-            let params: Vec<String> = (1..=12).map(|k| format!("${}", base + k)).collect();
-            sql.push_str(&crate::INSERT_AUDIT_ROW.replace(
-                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12",
-                &params.join(", "),
-            ));
-            sql.push_str("; ");
-        }
+        // The deferred statements, the release and the next savepoint in one round trip.
+        let Deferred {
+            mut sql,
+            args,
+            error,
+        } = std::mem::take(&mut self.deferred);
         sql.push_str("RELEASE m; SAVEPOINT m");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for row in &self.audit_rows {
-            query = crate::bind_audit_row!(query, row);
-        }
-        if let Err(e) = query.execute(g.conn()).await {
+        let result = match error {
+            Some(why) => Err(sqlx::Error::Encode(why.into())),
+            None => {
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .execute(g.conn())
+                    .await
+            }
+        };
+        if let Err(e) = result {
             // Whatever ran of it is undone with the savepoint; the transaction goes on.
             g.rollback_pending = true;
             let rolled_back = g.conn().execute("ROLLBACK TO m").await;
@@ -245,6 +342,7 @@ impl SqliteWrite {
             g.head = Some(head);
             g.head_dirty = true;
         }
+        g.last_ids.extend(self.last_ids.drain());
         let (tx, rx) = oneshot::channel();
         g.waiters.push(tx);
         schedule_committer(&mut g, &self.state);
@@ -325,5 +423,23 @@ impl DerefMut for SqliteWrite {
             .as_mut()
             .expect("a write holds the writer until commit")
             .conn()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_params;
+
+    #[test]
+    fn parameters_are_renumbered() {
+        assert_eq!(
+            shift_params("VALUES ($1, $2, $10)", 0),
+            "VALUES ($1, $2, $10)"
+        );
+        assert_eq!(
+            shift_params("VALUES ($1, $2, $10)", 12),
+            "VALUES ($13, $14, $22)"
+        );
+        assert_eq!(shift_params("a $ b $x $", 3), "a $ b $x $");
     }
 }

@@ -178,6 +178,83 @@ macro_rules! ticket_from_row {
 
 crate::from_rows!(Ticket, ticket_from_row);
 
+/// The columns a new ticket is inserted with, bound by `bind_new_ticket!`.
+macro_rules! new_ticket_columns {
+    () => {
+        "title, description, status, status_category, priority, issue_type, assignee_id, \
+         reporter_id, system_id, alert_id, project_id, response_target, resolution_target, \
+         created_at, updated_at"
+    };
+}
+
+macro_rules! bind_new_ticket {
+    ($query:expr, $t:expr) => {{
+        let t: &Ticket = $t;
+        $query
+            .bind(t.title.clone())
+            .bind(t.description.clone())
+            .bind(t.status.clone())
+            .bind(t.status_category.clone())
+            .bind(t.priority.clone())
+            .bind(t.issue_type.clone())
+            .bind(t.assignee_id)
+            .bind(t.reporter_id)
+            .bind(t.system_id)
+            .bind(t.alert_id)
+            .bind(t.project_id)
+            .bind(t.response_target)
+            .bind(t.resolution_target)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+    }};
+}
+
+/// The references a new ticket's insert may break.
+const TICKET_REFERENCES: &str = "assignee_id, system_id or project_id";
+
+/// How a write inserts a new ticket (`id` and `ticket_number` not yet set) and learns its
+/// id.
+trait InsertTicket {
+    fn insert_ticket(&mut self, t: &Ticket) -> impl Future<Output = Result<i64>> + Send;
+}
+
+/// SQLite: the group writer hands out the id, and the insert (id and number included)
+/// goes with the write's last round trip.
+impl InsertTicket for crate::SqliteWrite {
+    async fn insert_ticket(&mut self, t: &Ticket) -> Result<i64> {
+        let id = self.next_id("tickets").await?;
+        let insert = self
+            .defer(concat!(
+                "INSERT INTO tickets (id, ticket_number, ",
+                new_ticket_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17)"
+            ))
+            .bind(id)
+            .bind(ticket_number(id));
+        bind_new_ticket!(insert, t);
+        Ok(id)
+    }
+}
+
+/// PostgreSQL: the sequence gives the id, the `tickets_number` trigger the number.
+impl InsertTicket for sqlx::Transaction<'static, sqlx::Postgres> {
+    async fn insert_ticket(&mut self, t: &Ticket) -> Result<i64> {
+        bind_new_ticket!(
+            sqlx::query_scalar(concat!(
+                "INSERT INTO tickets (ticket_number, ",
+                new_ticket_columns!(),
+                ") VALUES ('', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 RETURNING id"
+            )),
+            t
+        )
+        .fetch_one(&mut **self)
+        .await
+        .map_err(|e| Error::or_reference(e, TICKET_REFERENCES))
+    }
+}
+
 /// `VIG-` and the id, at least six digits (as the `tickets_number` trigger sets it).
 fn ticket_number(id: i64) -> String {
     format!("VIG-{id:06}")
@@ -237,31 +314,30 @@ impl Db {
                     (self.ticket(id).await?, false)
                 }
                 None => {
-                    // The number is set by a trigger (migration 0002) from the id.
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO tickets (ticket_number, title, description, status, status_category, \
-                         priority, issue_type, assignee_id, reporter_id, system_id, alert_id, project_id, \
-                         response_target, resolution_target, created_at, updated_at) \
-                         VALUES ('', $1, $2, 'open', 'todo', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
-                         RETURNING {TICKET_COLUMNS}"
-                    )))
-                    .bind(new.title.trim())
-                    .bind(&new.description)
-                    .bind(priority)
-                    .bind(issue_type)
-                    .bind(new.assignee_id)
-                    .bind(reporter_id)
-                    .bind(new.system_id)
-                    .bind(new.alert_id)
-                    .bind(new.project_id)
-                    .bind(now + response)
-                    .bind(now + resolution)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| Error::or_reference(e, "assignee_id, system_id or project_id"))?;
-                    let mut ticket = ticket_from_row!(&row);
-                    let id = ticket.id;
+                    let mut ticket = Ticket {
+                        id: 0,
+                        ticket_number: String::new(),
+                        title: new.title.trim().to_string(),
+                        description: new.description.clone(),
+                        status: "open".into(),
+                        status_category: "todo".into(),
+                        priority: priority.into(),
+                        issue_type: issue_type.into(),
+                        assignee_id: new.assignee_id,
+                        reporter_id,
+                        system_id: new.system_id,
+                        alert_id: new.alert_id,
+                        project_id: new.project_id,
+                        response_target: Some(now + response),
+                        resolution_target: Some(now + resolution),
+                        first_responded_at: None,
+                        resolved_at: None,
+                        closed_at: None,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    let id = tx.insert_ticket(&ticket).await?;
+                    ticket.id = id;
                     ticket.ticket_number = ticket_number(id);
                     let entry = by.entry(
                         "TICKET_CREATED",
@@ -272,7 +348,8 @@ impl Db {
                                "assignee_id": new.assignee_id, "alert_id": new.alert_id}),
                     );
                     append_audit!(tx, &entry)?;
-                    tx.commit().await?;
+                    // On SQLite the insert runs here (deferred): its errors too.
+                    tx.commit().await.map_err(|e| Error::or_reference(e, TICKET_REFERENCES))?;
                     (ticket, true)
                 }
             }

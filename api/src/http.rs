@@ -164,7 +164,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/links/{id}", delete(store::remove_link))
         .route("/api/v1/audit", get(store::audit))
         .route("/api/v1/audit/verify", get(store::verify_audit))
-        .route("/api/v1/users", post(store::create_user))
+        .route("/api/v1/users", get(store::users).post(store::create_user))
+        .route("/api/v1/users/{id}", patch(store::patch_user))
         .route(
             "/api/v1/tokens",
             get(store::tokens).post(store::create_token),

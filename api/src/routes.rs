@@ -354,6 +354,21 @@ pub static ROUTES: &[RouteSpec] = &[
         Audit,
         "Check the audit hash chain",
     ),
+    route(
+        "GET",
+        "/api/v1/users",
+        Admin,
+        "List users with their roles (never password hashes)",
+    ),
+    with_body(
+        route(
+            "PATCH",
+            "/api/v1/users/{id}",
+            Admin,
+            "(De)activate a user: a deactivated user's tokens stop working",
+        ),
+        "{is_active}",
+    ),
     with_body(
         route("POST", "/api/v1/users", Admin, "Add a user"),
         "{email, password, display_name?, roles: [admin|analyst|viewer|auditor|agent]}",

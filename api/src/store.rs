@@ -671,6 +671,29 @@ pub(crate) async fn create_user(State(s): St, Extension(me): Me, b: Bytes) -> An
     answer(&me, StatusCode::CREATED, user)
 }
 
+pub(crate) async fn users(State(s): St, Extension(me): Me) -> Answer {
+    ok(&me, json!({"items": s.db().users().await?}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserPatch {
+    is_active: bool,
+}
+
+/// Deactivating a user also ends their tokens at once (remembered tokens are forgotten).
+pub(crate) async fn patch_user(
+    State(s): St,
+    Extension(me): Me,
+    Path(id): Path<i64>,
+    b: Bytes,
+) -> Answer {
+    let p: UserPatch = body(&b)?;
+    let user = s.db().set_user_active(&me, id, p.is_active).await?;
+    s.auth.forget();
+    ok(&me, user)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewToken {

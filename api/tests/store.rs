@@ -251,6 +251,89 @@ async fn revoked_and_expired_tokens_stop_working(backend: Backend) {
         .call(Some(&short), Method::GET, "/api/v1/tickets", None)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Deactivating a user ends their tokens at once; reactivating restores them.
+    let (status, body) = s
+        .call(
+            Some(&s.admin),
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"email": "cy@example.com", "password": "long password", "roles": ["viewer"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let user = body["id"].as_i64().unwrap();
+    let (_, body) = s
+        .call(
+            Some(&s.admin),
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "cy", "role": "viewer", "user_id": user})),
+        )
+        .await;
+    let cy = body["secret"].as_str().unwrap().to_string();
+    let s = &s;
+    let get = |t: String| async move {
+        s.call(Some(&t), Method::GET, "/api/v1/tickets", None)
+            .await
+            .0
+    };
+    assert_eq!(get(cy.clone()).await, StatusCode::OK);
+    let (status, body) = s
+        .call(
+            Some(&s.admin),
+            Method::PATCH,
+            &format!("/api/v1/users/{user}"),
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["is_active"]),
+        (StatusCode::OK, &json!(false)),
+        "{body}"
+    );
+    assert_eq!(get(cy.clone()).await, StatusCode::UNAUTHORIZED);
+    let (status, listed) = s
+        .call(Some(&s.admin), Method::GET, "/api/v1/users", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed_cy = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == user)
+        .unwrap();
+    assert_eq!(listed_cy["is_active"], json!(false), "{listed}");
+    assert!(
+        !listed.to_string().contains("argon2"),
+        "a password hash is listed"
+    );
+    s.call(
+        Some(&s.admin),
+        Method::PATCH,
+        &format!("/api/v1/users/{user}"),
+        Some(json!({"is_active": true})),
+    )
+    .await;
+    assert_eq!(get(cy.clone()).await, StatusCode::OK);
+    let (status, _) = s
+        .call(
+            Some(&s.admin),
+            Method::PATCH,
+            "/api/v1/users/999999",
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = s
+        .call(
+            Some(&s.admin),
+            Method::PATCH,
+            &format!("/api/v1/users/{user}"),
+            Some(json!({"is_active": "no"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 }
 
 async fn tickets_comments_and_alerts_through_the_api(backend: Backend) {

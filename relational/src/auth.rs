@@ -285,6 +285,72 @@ impl Db {
         })
     }
 
+    /// Every user with their roles, in id order (service users of tokens included).
+    pub async fn users(&self) -> Result<Vec<User>> {
+        let (users, roles) = dispatch!(self, pool => {
+            let users = sqlx::query(
+                "SELECT id, email, display_name, is_active, created_at FROM users ORDER BY id",
+            )
+            .fetch_all(pool.ex())
+            .await?;
+            let roles = sqlx::query(
+                "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+                 ORDER BY ur.user_id, r.id",
+            )
+            .fetch_all(pool.ex())
+            .await?;
+            (
+                users
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)))
+                    .collect::<Result<Vec<(i64, String, Option<String>, bool, DateTime<Utc>)>>>()?,
+                roles
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get::<String, _>(1)?.parse()?)))
+                    .collect::<Result<Vec<(i64, Role)>>>()?,
+            )
+        });
+        Ok(users
+            .into_iter()
+            .map(|(id, email, display_name, is_active, created_at)| User {
+                id,
+                email,
+                display_name,
+                is_active,
+                roles: roles
+                    .iter()
+                    .filter(|(u, _)| *u == id)
+                    .map(|(_, r)| *r)
+                    .collect(),
+                created_at,
+            })
+            .collect())
+    }
+
+    /// (De)activates a user: a deactivated user cannot log in, and their tokens (and the
+    /// tokens of a service user) stop working. Soft: the user and what they did stay.
+    pub async fn set_user_active(&self, by: &Principal, id: i64, active: bool) -> Result<User> {
+        let email: String = dispatch!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query(
+                "UPDATE users SET is_active = $1, updated_at = $2 WHERE id = $3 RETURNING email",
+            )
+            .bind(active)
+            .bind(Utc::now().trunc_subsecs(6))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found("user", id))?;
+            let email: String = row.try_get(0)?;
+            let action = if active { "USER_ACTIVATED" } else { "USER_DEACTIVATED" };
+            let entry = by.entry(action, "user", Some(id.to_string()), Outcome::Allowed, json!({"is_active": active}));
+            append_audit!(tx, &entry)?;
+            tx.commit().await?;
+            email
+        });
+        self.user_by_email(&email).await
+    }
+
     /// Checks a user's password; `None` for an unknown or inactive user or a wrong password.
     pub async fn check_password(&self, email: &str, password: &str) -> Result<Option<User>> {
         let stored: Option<(String, bool)> = dispatch!(self, pool => {
@@ -406,11 +472,14 @@ impl Db {
     }
 
     /// The principal of a token secret; `Unauthenticated` when it is unknown, revoked or
-    /// expired.
+    /// expired, or its user is deactivated.
     pub async fn authenticate(&self, secret: &str) -> Result<Principal> {
         let row: Option<TokenRow> = dispatch!(self, pool => {
+            // A deactivated user's tokens stop working with it.
             match sqlx::query(
-                "SELECT id, user_id, role, expires_at, revoked_at FROM api_tokens WHERE token_hash = $1",
+                "SELECT t.id, t.user_id, t.role, t.expires_at, t.revoked_at FROM api_tokens t \
+                 LEFT JOIN users u ON u.id = t.user_id \
+                 WHERE t.token_hash = $1 AND coalesce(u.is_active, TRUE)",
             )
             .bind(token_digest(secret))
             .fetch_optional(pool.ex())

@@ -175,3 +175,67 @@ async fn tokens_authenticate_until_revoked(db: Db) {
     assert_eq!(report.rows, 4, "created, revoked, created, ensured");
 }
 on_both!(tokens, tokens_authenticate_until_revoked);
+
+/// A deactivated user cannot log in and their tokens stop working; reactivating restores
+/// both. Each change leaves an audit row; users list with their roles.
+async fn users_deactivate_and_list(db: Db) {
+    let admin = Principal::system();
+    let u = db
+        .create_user(
+            &admin,
+            "bo@example.com",
+            "correct horse",
+            None,
+            &[Role::Viewer],
+        )
+        .await
+        .unwrap();
+    let (_, secret) = db
+        .create_token(&admin, "bo's", Role::Viewer, Some(u.id), None, None)
+        .await
+        .unwrap();
+    let (_, service) = db
+        .create_token(&admin, "shipper", Role::Agent, None, None, None)
+        .await
+        .unwrap();
+    assert!(db.authenticate(&secret).await.is_ok());
+    let before = db.verify_audit().await.unwrap().rows;
+
+    let off = db.set_user_active(&admin, u.id, false).await.unwrap();
+    assert!(!off.is_active);
+    assert!(matches!(
+        db.authenticate(&secret).await,
+        Err(Error::Unauthenticated)
+    ));
+    assert!(db.authenticate(&service).await.is_ok(), "others unaffected");
+    assert_eq!(
+        db.check_password("bo@example.com", "correct horse")
+            .await
+            .unwrap(),
+        None
+    );
+    let on = db.set_user_active(&admin, u.id, true).await.unwrap();
+    assert!(on.is_active);
+    assert!(db.authenticate(&secret).await.is_ok());
+    assert!(matches!(
+        db.set_user_active(&admin, 999_999, false).await,
+        Err(Error::NotFound { .. })
+    ));
+    let report = db.verify_audit().await.unwrap();
+    assert!(report.ok);
+    assert_eq!(report.rows, before + 2);
+
+    let users = db.users().await.unwrap();
+    let bo = users.iter().find(|x| x.id == u.id).unwrap();
+    assert_eq!(
+        (bo.email.as_str(), bo.roles.as_slice()),
+        ("bo@example.com", &[Role::Viewer][..])
+    );
+    assert!(
+        users
+            .iter()
+            .any(|x| x.email.ends_with("@tokens.vigil.invalid") && x.roles == [Role::Agent]),
+        "the shipper token's service user is listed"
+    );
+}
+on_both!(users_deactivate, users_deactivate_and_list);

@@ -200,7 +200,21 @@ pub(crate) fn user(cmd: UserCommand) -> anyhow::Result<()> {
 
 pub(crate) fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     let AuditCommand::Verify { store } = cmd;
-    let report = with_store(&store, async |db| Ok(db.verify_audit().await?))?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "checking the audit chain {bar:40} {pos}/{len} rows ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = with_store(&store, async |db| {
+        Ok(db
+            .verify_audit_with(|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?)
+    })?;
+    bar.finish_and_clear();
     let mut table = Table::new();
     table.set_header(["rows", "chain", "first bad row", "problem", "head hash"]);
     table.add_row([

@@ -282,6 +282,7 @@ pub fn new_row(id: i64, prev_hash: String, entry: &AuditEntry) -> AuditRow {
 /// The outcome of checking the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
+    /// Rows checked: all of them, or up to and including the first bad one.
     pub rows: u64,
     pub ok: bool,
     /// The first row that does not hold, and why.
@@ -304,17 +305,45 @@ impl Db {
 
     /// Reads the whole chain in id order and checks every link and hash, and the head.
     pub async fn verify_audit(&self) -> Result<VerifyReport> {
-        let rows = self.audit_rows(None, i64::MAX).await?;
-        let head: Option<(i64, String)> = dispatch!(self, pool => {
-            let r = sqlx::query("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
-                .fetch_optional(pool.ex())
+        self.verify_audit_with(|_, _| {}).await
+    }
+
+    /// [`Db::verify_audit`], calling `progress(rows checked, rows in the log)` after each
+    /// batch. Reads one snapshot in batches of 10,000 rows (memory stays small at any size).
+    pub async fn verify_audit_with(
+        &self,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<VerifyReport> {
+        const BATCH: i64 = 10_000;
+        dispatch!(self, pool => {
+            let mut tx = pool.ex().begin_with(pool.snapshot()).await?;
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT last_id, last_hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let total = head.as_ref().map_or(0, |h| h.0.max(0) as u64);
+            let mut chain = ChainCheck::default();
+            loop {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
+                )))
+                .bind(chain.last.0)
+                .bind(BATCH)
+                .fetch_all(&mut *tx)
                 .await?;
-            match r {
-                Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
-                None => None,
+                for r in &rows {
+                    if !chain.feed(&audit_from_row!(r)) {
+                        return Ok(chain.finish(head));
+                    }
+                }
+                progress(chain.rows, total.max(chain.rows));
+                if rows.len() < BATCH as usize {
+                    break;
+                }
             }
-        });
-        Ok(check_chain(&rows, head))
+            tx.rollback().await?;
+            Ok(chain.finish(head))
+        })
     }
 
     /// Audit rows with ids after `after`, oldest first, at most `limit`.
@@ -339,58 +368,91 @@ impl Db {
 /// Checks ids 1..n in order, each `prev_hash` against the previous row's hash, each hash
 /// against the row's fields, and the last row against the head.
 pub fn check_chain(rows: &[AuditRow], head: Option<(i64, String)>) -> VerifyReport {
-    let mut prev = GENESIS.to_string();
-    let bad = |id: i64, problem: String, n: usize| VerifyReport {
-        rows: n as u64,
-        ok: false,
-        first_bad_id: Some(id),
-        problem: Some(problem),
-        head_hash: String::new(),
-    };
-    for (i, row) in rows.iter().enumerate() {
-        let expected_id = i as i64 + 1;
-        if row.id != expected_id {
-            return bad(
-                row.id,
-                format!("expected row {expected_id} here: rows were deleted or renumbered"),
-                rows.len(),
-            );
+    let mut chain = ChainCheck::default();
+    for row in rows {
+        if !chain.feed(row) {
+            break;
         }
-        if row.prev_hash != prev {
-            return bad(
-                row.id,
-                "does not follow the row before it".into(),
-                rows.len(),
-            );
-        }
-        if row.computed_hash() != row.hash {
-            return bad(
-                row.id,
-                "its content does not match its hash (edited)".into(),
-                rows.len(),
-            );
-        }
-        prev = row.hash.clone();
     }
-    let last = rows
-        .last()
-        .map_or((0, GENESIS.to_string()), |r| (r.id, r.hash.clone()));
-    match head {
-        Some(h) if h != last => bad(
-            h.0,
-            format!(
-                "the head names row {} but the log ends at row {}: rows were deleted",
-                h.0, last.0
+    chain.finish(head)
+}
+
+/// The chain check fed one row at a time, in id order.
+struct ChainCheck {
+    /// Rows fed so far.
+    rows: u64,
+    /// The last good row's id and hash (0 and [`GENESIS`] before the first).
+    last: (i64, String),
+    /// The first row that does not hold, and why.
+    bad: Option<(i64, String)>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        Self {
+            rows: 0,
+            last: (0, GENESIS.to_string()),
+            bad: None,
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Checks the next row; false (and no further rows are needed) once one does not hold.
+    fn feed(&mut self, row: &AuditRow) -> bool {
+        self.rows += 1;
+        let expected_id = self.last.0 + 1;
+        let problem = if row.id != expected_id {
+            Some(format!(
+                "expected row {expected_id} here: rows were deleted or renumbered"
+            ))
+        } else if row.prev_hash != self.last.1 {
+            Some("does not follow the row before it".into())
+        } else if row.computed_hash() != row.hash {
+            Some("its content does not match its hash (edited)".into())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => {
+                self.bad = Some((row.id, p));
+                false
+            }
+            None => {
+                self.last = (row.id, row.hash.clone());
+                true
+            }
+        }
+    }
+
+    /// The report, checking the last row against the chain's `head`.
+    fn finish(self, head: Option<(i64, String)>) -> VerifyReport {
+        let bad = |id: i64, problem: String| VerifyReport {
+            rows: self.rows,
+            ok: false,
+            first_bad_id: Some(id),
+            problem: Some(problem),
+            head_hash: String::new(),
+        };
+        if let Some((id, problem)) = self.bad.clone() {
+            return bad(id, problem);
+        }
+        match head {
+            Some(h) if h != self.last => bad(
+                h.0,
+                format!(
+                    "the head names row {} but the log ends at row {}: rows were deleted",
+                    h.0, self.last.0
+                ),
             ),
-            rows.len(),
-        ),
-        None if !rows.is_empty() => bad(last.0, "the head is missing".into(), rows.len()),
-        _ => VerifyReport {
-            rows: rows.len() as u64,
-            ok: true,
-            first_bad_id: None,
-            problem: None,
-            head_hash: last.1,
-        },
+            None if self.rows > 0 => bad(self.last.0, "the head is missing".into()),
+            _ => VerifyReport {
+                rows: self.rows,
+                ok: true,
+                first_bad_id: None,
+                problem: None,
+                head_hash: self.last.1.clone(),
+            },
+        }
     }
 }

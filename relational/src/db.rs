@@ -49,6 +49,8 @@ impl SqliteStore {
 /// The pool to run reads (and non-audited statements) on: `.fetch_all(pool.ex())`.
 pub trait Reader {
     type Database: sqlx::Database;
+    /// The statement that begins a read-only transaction whose reads see one snapshot.
+    fn snapshot(&self) -> &'static str;
 
     fn ex(&self) -> &sqlx::Pool<Self::Database>;
 }
@@ -59,6 +61,11 @@ impl Reader for SqliteStore {
     fn ex(&self) -> &SqlitePool {
         &self.pool
     }
+
+    // In WAL mode a read transaction sees the snapshot of its first read.
+    fn snapshot(&self) -> &'static str {
+        "BEGIN DEFERRED"
+    }
 }
 
 impl Reader for PgPool {
@@ -66,6 +73,10 @@ impl Reader for PgPool {
 
     fn ex(&self) -> &PgPool {
         self
+    }
+
+    fn snapshot(&self) -> &'static str {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     }
 }
 

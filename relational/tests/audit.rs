@@ -123,12 +123,29 @@ async fn concurrent_appends_keep_one_chain(db: Db) {
             }
         }));
     }
+    // Verifying while they write sees one consistent snapshot each time.
+    let verifier = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let report = db.verify_audit().await.unwrap();
+                assert!(report.ok, "during writes: {report:?}");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
     for t in tasks {
         t.await.unwrap();
     }
-    let report = db.verify_audit().await.unwrap();
+    verifier.await.unwrap();
+    let mut seen = Vec::new();
+    let report = db
+        .verify_audit_with(|done, total| seen.push((done, total)))
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.rows, 80);
+    assert_eq!(seen.last(), Some(&(80, 80)), "progress ends at the total");
 }
 on_both!(concurrent_appends, concurrent_appends_keep_one_chain);
 

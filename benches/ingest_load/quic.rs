@@ -61,6 +61,10 @@ pub(super) fn run(
         base as f64 / 1048576.0
     );
     drop(conns);
+    if active == 0 {
+        stop(&mut s)?;
+        return Ok(());
+    }
     let rss = RssSampler::start(s.pid);
     let busy = rt.block_on(load_quic(&load, active, dir.path(), s.quic))?;
     stop(&mut s)?;

@@ -292,10 +292,7 @@ impl Frame {
                 stored_seq: r.u64()?,
             },
             kind::BATCH => {
-                let seq = r.u64()?;
-                let f = r.u8()?;
-                let format = Format::from_byte(f)
-                    .ok_or_else(|| malformed(format!("unknown batch format {f}")))?;
+                let (seq, format) = batch_header(r.take(BATCH_HEADER - 1)?)?;
                 let body = r.rest().to_vec();
                 Frame::Batch { seq, format, body }
             }
@@ -358,6 +355,19 @@ pub fn check_agent(agent: &str) -> Result<(), DecodeError> {
             ),
         })
     }
+}
+
+/// Bytes of a BATCH frame before its data: type, sequence, format.
+pub const BATCH_HEADER: usize = 10;
+
+/// The sequence and format of a BATCH frame, from the 9 bytes after its type.
+pub fn batch_header(bytes: &[u8]) -> Result<(u64, Format), DecodeError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let seq = r.u64()?;
+    let f = r.u8()?;
+    let format =
+        Format::from_byte(f).ok_or_else(|| malformed(format!("unknown batch format {f}")))?;
+    Ok((seq, format))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

@@ -808,12 +808,44 @@ pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>
             message: "frame length 0: a frame has at least a type byte".into(),
         });
     }
-    let mut body = vec![0u8; len as usize];
-    recv.read_exact(&mut body).await.map_err(|e| DecodeError {
+    // A BATCH frame's data (most of the bytes) goes straight into its own buffer: one copy
+    // out of quinn's, no zeroing, no second copy when decoding.
+    let head_len = (len as usize).min(protocol::BATCH_HEADER);
+    let mut head = [0u8; protocol::BATCH_HEADER];
+    let ended = |e: &dyn std::fmt::Display| DecodeError {
         code: code::MALFORMED,
         message: format!("stream ended inside a frame of {len} bytes: {e}"),
-    })?;
+    };
+    recv.read_exact(&mut head[..head_len])
+        .await
+        .map_err(|e| ended(&e))?;
+    let rest = read_bytes(recv, len as usize - head_len)
+        .await
+        .map_err(|e| ended(&e))?;
+    if head[0] == protocol::kind::BATCH && head_len == protocol::BATCH_HEADER {
+        let (seq, format) = protocol::batch_header(&head[1..])?;
+        return Ok(Some(Frame::Batch {
+            seq,
+            format,
+            body: rest,
+        }));
+    }
+    let mut body = head[..head_len].to_vec();
+    body.extend_from_slice(&rest);
     Frame::decode(&body).map(Some)
+}
+
+/// Reads exactly `n` bytes into a new buffer.
+async fn read_bytes(recv: &mut RecvStream, n: usize) -> Result<Vec<u8>, quinn::ReadExactError> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match recv.read_chunk(n - out.len(), true).await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(out.len())),
+            Err(e) => return Err(quinn::ReadExactError::ReadError(e)),
+        }
+    }
+    Ok(out)
 }
 
 /// Writes one frame.

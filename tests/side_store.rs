@@ -79,18 +79,24 @@ async fn kill9_loses_no_acknowledged_ticket_and_keeps_the_audit_chain() {
             .unwrap();
         assert_eq!(r.status(), 200, "acknowledged ticket {id} is missing");
     }
-    let created: Value = client
-        .get(format!(
+    // Every TICKET_CREATED row, page by page (a page holds at most 1,000).
+    let mut audited = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
             "{}/api/v1/audit?action=TICKET_CREATED&limit=1000",
             server.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let audited = created["items"].as_array().unwrap().len();
+        );
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        audited += page["items"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
     assert!(
         audited >= acked.len(),
         "{audited} audit rows for {} tickets",

@@ -27,8 +27,8 @@
 //! the writer, so a mutation sends as few as it can: statements whose results it does not
 //! need (its audit rows, an insert whose id it knows) are deferred ([`SqliteWrite::defer`])
 //! and sent with the release of its savepoint. Ids of tables that only this writer inserts
-//! into are handed out by [`SqliteWrite::next_id`], which asks the database once per
-//! transaction and then counts.
+//! into are handed out by [`SqliteWrite::next_id`], which asks the database once and then
+//! counts.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -282,8 +282,9 @@ impl SqliteWrite {
     }
 
     /// The id for a new row of `table` (an `AUTOINCREMENT` table into which every insert
-    /// goes through this function): the highest id ever used, asked of `sqlite_sequence`
-    /// once per transaction, plus one.
+    /// goes through this function): the highest id ever used plus one. It is asked of
+    /// `sqlite_sequence` once, then counted, and asked again (with the audit head) after
+    /// another connection wrote or a transaction was rolled back.
     pub async fn next_id(&mut self, table: &'static str) -> SqlxResult<i64> {
         let known = self.last_ids.get(table).copied().or_else(|| {
             self.guard

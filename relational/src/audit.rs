@@ -54,6 +54,11 @@ pub struct AuditEntry {
 pub(crate) const AUDIT_COLUMNS: &str = "id, actor, action, target_type, target_id, outcome, metadata, \
     ip_address, user_agent, prev_hash, hash, created_at";
 
+/// Audit rows with ids after `$1`, oldest first, at most `$2`.
+fn rows_after_sql() -> String {
+    format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
+}
+
 macro_rules! audit_from_row {
     ($r:expr) => {{
         let r = $r;
@@ -324,9 +329,7 @@ impl Db {
             let total = head.as_ref().map_or(0, |h| h.0.max(0) as u64);
             let mut chain = ChainCheck::default();
             loop {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
-                )))
+                let rows = sqlx::query(sqlx::AssertSqlSafe(rows_after_sql()))
                 .bind(chain.last.0)
                 .bind(BATCH)
                 .fetch_all(&mut *tx)
@@ -350,9 +353,7 @@ impl Db {
     pub async fn audit_rows(&self, after: Option<i64>, limit: i64) -> Result<Vec<AuditRow>> {
         dispatch!(self, pool => {
             let rows = sqlx::query(
-                sqlx::AssertSqlSafe(format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
-                )),
+                sqlx::AssertSqlSafe(rows_after_sql()),
             )
             .bind(after.unwrap_or(0))
             .bind(limit)

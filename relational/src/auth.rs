@@ -1,6 +1,7 @@
 //! Users (Argon2id password hashes), roles, and API tokens (stored as SHA-256 digests,
 //! shown once, with a role and an optional expiry).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -310,6 +311,10 @@ impl Db {
                     .collect::<Result<Vec<(i64, Role)>>>()?,
             )
         });
+        let mut roles_of: HashMap<i64, Vec<Role>> = HashMap::new();
+        for (user, role) in roles {
+            roles_of.entry(user).or_default().push(role);
+        }
         Ok(users
             .into_iter()
             .map(|(id, email, display_name, is_active, created_at)| User {
@@ -317,11 +322,7 @@ impl Db {
                 email,
                 display_name,
                 is_active,
-                roles: roles
-                    .iter()
-                    .filter(|(u, _)| *u == id)
-                    .map(|(_, r)| *r)
-                    .collect(),
+                roles: roles_of.remove(&id).unwrap_or_default(),
                 created_at,
             })
             .collect())

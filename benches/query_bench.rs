@@ -39,6 +39,9 @@ struct Args {
     /// Only queries whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Print each query's `EXPLAIN ANALYZE` (after its timed runs).
+    #[arg(long)]
+    explain: bool,
 }
 
 struct Timing {
@@ -123,6 +126,9 @@ fn main() -> anyhow::Result<()> {
             ms(t.median),
             ms(t.p95)
         );
+        if args.explain {
+            runtime.block_on(explain(&query, &sql))?;
+        }
         vigil.push((name, t));
     }
     let peak_rss = peak_rss_mib();
@@ -212,6 +218,20 @@ async fn time_query(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Resu
         median: times[times.len() / 2],
         p95,
     })
+}
+
+async fn explain(query: &QueryEngine, sql: &str) -> anyhow::Result<()> {
+    let mut stream = query.execute(&format!("EXPLAIN ANALYZE {sql}")).await?;
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        // Columns: plan_type, plan.
+        for row in 0..b.num_rows() {
+            for col in b.columns() {
+                eprintln!("{}", arrow::util::display::array_value_to_string(col, row)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -30,7 +30,7 @@ use crate::payload::{self, KIND_SHIPPED_BATCHES, KIND_TABLE_BATCHES, Origin};
 use crate::persist::{PartitionRows, write_partition};
 use crate::persist::{PartitionWriter, merge_rows};
 use crate::recurrence::{FingerprintStats, Recurrence, RecurrenceQuery, RecurrenceRow};
-use crate::schema::{Catalog, EVENTS_TABLE, TableSchema, events_schema};
+use crate::schema::{Catalog, EVENTS_TABLE, TableSchema, choose_sort_key, events_schema};
 use crate::snapshot::{BufferedPartition, DataFile, TableSnapshot};
 use crate::time::TimeProvider;
 
@@ -846,7 +846,7 @@ impl Inner {
         if let Some(cause) = self.wal.poisoned() {
             return Err(Error::Wal(vigil_wal::Error::Poisoned { cause }));
         }
-        let (pending, checkpoint, catalog, shipped) = {
+        let (pending, checkpoint, mut catalog, shipped) = {
             let mut st = self.state.lock();
             if !st.buffer.is_empty() {
                 let taken = std::mem::take(&mut st.buffer);
@@ -873,6 +873,7 @@ impl Inner {
         if pending.is_empty() && checkpoint == manifest.checkpoint_lsn {
             return Ok(());
         }
+        self.fix_sort_keys(&pending, &manifest, &mut catalog);
         let files_before = manifest.file_paths().count();
         let newest = self.write_files(&pending, &catalog, &mut manifest)?;
         let files = manifest.file_paths().count() - files_before;
@@ -924,6 +925,45 @@ impl Inner {
             "flushed to Parquet"
         );
         Ok(())
+    }
+
+    /// Records the series key order of every metric table about to get its first file,
+    /// chosen from the rows being flushed (see [`choose_sort_key`]), in the engine's
+    /// catalog and in `catalog`. A table that has files keeps its order (tables written
+    /// before orders were recorded keep sorting every tag by name).
+    ///
+    /// Snapshots taken before this see no file of such a table, only buffers sorted the
+    /// old way; snapshots after it sort buffers the new way; either is consistent.
+    fn fix_sort_keys(&self, pending: &[Arc<Buffer>], manifest: &Manifest, catalog: &mut Catalog) {
+        let unset: Vec<String> = catalog
+            .tables()
+            .filter(|(name, schema)| {
+                schema.sort_key().is_none()
+                    && manifest
+                        .tables
+                        .get(*name)
+                        .is_none_or(|t| t.files.is_empty())
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for table in unset {
+            let Some(schema) = catalog.table(&table) else {
+                continue;
+            };
+            let chunks: Vec<&RecordBatch> = pending
+                .iter()
+                .flat_map(|b| b.partitions())
+                .filter(|(t, _, _)| *t == table)
+                .flat_map(|(_, _, chunks)| chunks.iter().map(|c| &c.batch))
+                .collect();
+            if chunks.is_empty() {
+                continue;
+            }
+            let key = choose_sort_key(schema, chunks);
+            tracing::info!(table, key = key.join(","), "series key order fixed");
+            self.state.lock().catalog.set_sort_key(&table, key.clone());
+            catalog.set_sort_key(&table, key);
+        }
     }
 
     /// Writes one Parquet file per (table, day) of the pending buffers into `manifest`.

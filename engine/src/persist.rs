@@ -164,12 +164,10 @@ fn writer_properties(
         .position(|c| c.name == TIME_COLUMN)
         .unwrap_or(0);
     let mut sorting: Vec<SortingColumn> = schema
-        .columns()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.kind == ColumnKind::Tag)
+        .tag_names()
         .take(sort_keys)
-        .map(|(i, _)| SortingColumn {
+        .filter_map(|t| schema.columns().iter().position(|c| c.name == t))
+        .map(|i| SortingColumn {
             column_idx: i as i32,
             descending: false,
             nulls_first: true,

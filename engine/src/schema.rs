@@ -103,10 +103,17 @@ pub struct Column {
     pub kind: ColumnKind,
 }
 
-/// The columns of a table: tags (sorted by name), then fields (sorted), then `time`.
+/// The columns of a table: tags (sorted by name), then fields (sorted), then `time`; and
+/// the order of the tags in the series key, by which the table's rows are sorted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {
     columns: Vec<Column>,
+    /// Tags that lead the series key, in this order; the other tags follow by name. Fixed
+    /// by the table's first flush ([`choose_sort_key`]) and never changed after, so that
+    /// every file and buffer of the table is sorted the same way. Absent (tables written
+    /// before the key was recorded): every tag by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sort_key: Option<Vec<String>>,
 }
 
 impl TableSchema {
@@ -118,12 +125,23 @@ impl TableSchema {
         self.columns.iter().find(|c| c.name == name)
     }
 
-    /// Names of the tag columns, in sort order: the series key.
+    /// Names of the tag columns, in sort order: the series key. The tags of the recorded
+    /// sort key come first, in its order; the others follow by name.
     pub fn tag_names(&self) -> impl Iterator<Item = &str> {
-        self.columns
+        let lead = self.sort_key.as_deref().unwrap_or_default();
+        let is_tag = |n: &str| self.column(n).is_some_and(|c| c.kind == ColumnKind::Tag);
+        let leading = lead.iter().map(String::as_str).filter(move |n| is_tag(n));
+        let rest = self
+            .columns
             .iter()
-            .filter(|c| c.kind == ColumnKind::Tag)
-            .map(|c| c.name.as_str())
+            .filter(|c| c.kind == ColumnKind::Tag && !lead.contains(&c.name))
+            .map(|c| c.name.as_str());
+        leading.chain(rest)
+    }
+
+    /// The recorded leading tags of the series key; `None` until the first flush.
+    pub fn sort_key(&self) -> Option<&[String]> {
+        self.sort_key.as_deref()
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {
@@ -138,7 +156,10 @@ impl TableSchema {
     /// A metric table's schema from the columns of an Arrow schema.
     #[cfg(test)]
     pub(crate) fn from_metric_arrow(schema: &Schema) -> Self {
-        let mut s = Self { columns: vec![] };
+        let mut s = Self {
+            columns: vec![],
+            sort_key: None,
+        };
         for f in schema.fields() {
             if let Some(kind) = ColumnKind::of_metric_field(f) {
                 s.add(Column {
@@ -191,6 +212,7 @@ pub fn events_schema() -> &'static TableSchema {
                 col("fingerprint", ColumnKind::Field(FieldType::Unsigned)),
                 col("attributes", ColumnKind::Text),
             ],
+            sort_key: None,
         }
     });
     &SCHEMA
@@ -249,7 +271,10 @@ impl Catalog {
         let schema = self
             .tables
             .entry(table.to_string())
-            .or_insert_with(|| TableSchema { columns: vec![] });
+            .or_insert_with(|| TableSchema {
+                columns: vec![],
+                sort_key: None,
+            });
         for f in batch.fields() {
             if schema.column(f.name()).is_none()
                 && let Some(kind) = ColumnKind::of_metric_field(f)
@@ -265,6 +290,60 @@ impl Catalog {
     pub(crate) fn insert(&mut self, table: String, schema: TableSchema) {
         self.tables.insert(table, schema);
     }
+
+    /// Records the series key order of metric table `table` unless it has one already.
+    pub(crate) fn set_sort_key(&mut self, table: &str, key: Vec<String>) {
+        if let Some(schema) = self.tables.get_mut(table)
+            && schema.sort_key.is_none()
+        {
+            schema.sort_key = Some(key);
+        }
+    }
+}
+
+/// The series key order for a metric table, from rows of its first flush: tags by number
+/// of distinct values, most first, ties by name. The most selective tag (a host or device
+/// name, typically) then leads, so that the rows of one of its values are one run in a
+/// file and a query for it reads one row group and a few pages; the other tags, usually
+/// attributes of it, cost little either way (their runs stay long).
+///
+/// Distinct values are counted over the chunks' dictionaries (each chunk's tag columns are
+/// dictionary arrays holding the values the chunk uses).
+pub(crate) fn choose_sort_key<'a>(
+    schema: &TableSchema,
+    chunks: impl IntoIterator<Item = &'a arrow::array::RecordBatch>,
+) -> Vec<String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int32Type;
+    use std::collections::HashSet;
+
+    let tags: Vec<&str> = schema
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Tag)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut distinct: Vec<HashSet<&str>> = vec![HashSet::new(); tags.len()];
+    for chunk in chunks {
+        for (i, tag) in tags.iter().enumerate() {
+            let Some(dict) = chunk
+                .column_by_name(tag)
+                .and_then(|c| c.as_dictionary_opt::<Int32Type>())
+            else {
+                continue;
+            };
+            if let Some(values) = dict.values().as_string_opt::<i32>() {
+                distinct[i].extend(values.iter().flatten());
+            }
+        }
+    }
+    let mut order: Vec<(usize, &str)> = tags
+        .iter()
+        .zip(&distinct)
+        .map(|(t, d)| (d.len(), *t))
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    order.into_iter().map(|(_, t)| t.to_string()).collect()
 }
 
 /// Checks a metric table or column name.
@@ -290,7 +369,10 @@ mod tests {
 
     #[test]
     fn columns_stay_sorted() {
-        let mut s = TableSchema { columns: vec![] };
+        let mut s = TableSchema {
+            columns: vec![],
+            sort_key: None,
+        };
         for (n, k) in [
             ("time", ColumnKind::Time),
             ("z", ColumnKind::Field(FieldType::Float)),
@@ -310,7 +392,10 @@ mod tests {
 
     #[test]
     fn catalog_serializes_readably() {
-        let mut s = TableSchema { columns: vec![] };
+        let mut s = TableSchema {
+            columns: vec![],
+            sort_key: None,
+        };
         s.add(Column {
             name: "f".into(),
             kind: ColumnKind::Field(FieldType::Float),
@@ -325,5 +410,67 @@ mod tests {
             r#"{"columns":[{"name":"h","kind":"tag"},{"name":"f","kind":"field","type":"float"}]}"#
         );
         assert_eq!(serde_json::from_str::<TableSchema>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn the_most_varied_tag_leads_the_series_key_and_later_tags_follow_by_name() {
+        use arrow::array::{DictionaryArray, RecordBatch};
+        use arrow::datatypes::Int32Type;
+
+        let mut s = TableSchema {
+            columns: vec![],
+            sort_key: None,
+        };
+        for n in ["dc", "host", "rack"] {
+            s.add(Column {
+                name: n.into(),
+                kind: ColumnKind::Tag,
+            });
+        }
+        let dict = |v: &[&str]| -> arrow::array::ArrayRef {
+            Arc::new(v.iter().copied().collect::<DictionaryArray<Int32Type>>())
+        };
+        let chunk = |dc: &[&str], host: &[&str], rack: &[&str]| {
+            RecordBatch::try_from_iter([
+                ("dc", dict(dc)),
+                ("host", dict(host)),
+                ("rack", dict(rack)),
+            ])
+            .unwrap()
+        };
+        // Over two chunks: 3 hosts, 2 racks, 1 dc (the dc column absent from one chunk).
+        let a = chunk(&["x", "x"], &["h1", "h2"], &["r1", "r1"]);
+        let b = RecordBatch::try_from_iter([
+            ("host", dict(&["h2", "h3"])),
+            ("rack", dict(&["r1", "r2"])),
+        ])
+        .unwrap();
+        let key = choose_sort_key(&s, [&a, &b]);
+        assert_eq!(key, ["host", "rack", "dc"]);
+
+        let mut catalog = Catalog::default();
+        catalog.insert("cpu".into(), s);
+        catalog.set_sort_key("cpu", key);
+        // Recorded once: a later choice does not replace it.
+        catalog.set_sort_key("cpu", vec!["dc".into()]);
+        let mut t = catalog.table("cpu").unwrap().clone();
+        t.add(Column {
+            name: "az".into(),
+            kind: ColumnKind::Tag,
+        });
+        t.add(Column {
+            name: "zone".into(),
+            kind: ColumnKind::Tag,
+        });
+        assert_eq!(
+            t.tag_names().collect::<Vec<_>>(),
+            ["host", "rack", "dc", "az", "zone"]
+        );
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(
+            json.ends_with(r#""sort_key":["host","rack","dc"]}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<TableSchema>(&json).unwrap(), t);
     }
 }

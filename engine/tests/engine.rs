@@ -285,3 +285,103 @@ async fn shipped_batches_are_stored_once_across_restarts() {
     assert_eq!(text.matches("| a ").count(), 3, "{text}");
     assert_eq!(text.matches("| b ").count(), 1, "{text}");
 }
+
+/// Sort order of the table's files, as column names, from the Parquet footer.
+fn sorting_columns(dir: &std::path::Path, m: &Manifest, table: &str) -> Vec<Vec<String>> {
+    m.tables[table]
+        .files
+        .iter()
+        .map(|f| {
+            let file = std::fs::File::open(dir.join(&f.path)).unwrap();
+            let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+            let meta = parquet::file::reader::FileReader::metadata(&reader);
+            let schema = meta.file_metadata().schema_descr();
+            meta.row_group(0)
+                .sorting_columns()
+                .unwrap()
+                .iter()
+                .map(|c| schema.column(c.column_idx as usize).name().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_first_flush_fixes_the_series_key_order_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        // Three hosts in one dc: host leads the key, so one host's rows are one run.
+        write(
+            &engine,
+            "cpu,dc=b,host=h2 u=1 10\ncpu,dc=a,host=h3 u=2 10\ncpu,dc=b,host=h1 u=3 10\ncpu,dc=b,host=h1 u=4 5",
+        )
+        .await
+        .unwrap();
+        engine.flush().unwrap();
+        let m = engine.manifest();
+        assert_eq!(
+            m.tables["cpu"].schema.sort_key(),
+            Some(&["host".to_string(), "dc".to_string()][..])
+        );
+        assert_eq!(
+            sorting_columns(dir.path(), &m, "cpu"),
+            [["host", "dc", "time"]]
+        );
+        let text = pretty(&read_table(dir.path(), &m, "cpu"));
+        let hosts: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split('|').nth(2).map(str::trim))
+            .filter(|h| h.starts_with('h') && *h != "host")
+            .collect();
+        assert_eq!(hosts, ["h1", "h1", "h2", "h3"], "{text}");
+        engine.shutdown().unwrap();
+    }
+    // After a restart, with dc now the most varied tag and a new tag, the order stays:
+    // the recorded tags first, the new one after them.
+    let engine = open(dir.path());
+    write(
+        &engine,
+        "cpu,dc=c,host=h1,az=1 u=1 20\ncpu,dc=d,host=h1 u=1 20\ncpu,dc=e,host=h1 u=1 20",
+    )
+    .await
+    .unwrap();
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    assert_eq!(
+        sorting_columns(dir.path(), &m, "cpu"),
+        [vec!["host", "dc", "time"], vec!["host", "dc", "az", "time"]]
+    );
+}
+
+#[tokio::test]
+async fn a_table_stored_before_key_orders_were_recorded_keeps_sorting_tags_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        write(&engine, "cpu,dc=b,host=h2 u=1 10\ncpu,dc=b,host=h1 u=1 10")
+            .await
+            .unwrap();
+        engine.flush().unwrap();
+        engine.shutdown().unwrap();
+    }
+    // Make the manifest look like one written before the key order was recorded.
+    let path = dir.path().join("manifest");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["tables"]["cpu"]["schema"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sort_key")
+        .expect("the manifest records the key");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let engine = open(dir.path());
+    write(&engine, "cpu,dc=a,host=h3 u=1 20").await.unwrap();
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    assert_eq!(m.tables["cpu"].schema.sort_key(), None);
+    assert_eq!(
+        sorting_columns(dir.path(), &m, "cpu")[1],
+        ["dc", "host", "time"]
+    );
+}

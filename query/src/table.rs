@@ -27,7 +27,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
-use vigil_engine::{ColumnKind, DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
+use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
 use crate::prune::prune_sources;
@@ -336,16 +336,14 @@ pub(crate) fn plan_scan(
     Ok(Arc::new(VigilScanExec::new(plan, leases, info)))
 }
 
-/// Indices of the columns the table's files are sorted by: for metrics the tags, then
-/// time (the series key and time); for events only time.
+/// Indices of the columns the table's files are sorted by: for metrics the tags in series
+/// key order, then time; for events only time.
 pub(crate) fn sort_keys(snapshot: &TableSnapshot, schema: &SchemaRef) -> Vec<usize> {
     let tags = snapshot
         .schema
-        .columns()
-        .iter()
-        .filter(|c| c.kind == ColumnKind::Tag && snapshot.name != EVENTS_TABLE);
-    tags.map(|c| c.name.as_str())
-        .chain([TIME_COLUMN])
+        .tag_names()
+        .filter(|_| snapshot.name != EVENTS_TABLE);
+    tags.chain([TIME_COLUMN])
         .filter_map(|n| schema.index_of(n).ok())
         .collect()
 }

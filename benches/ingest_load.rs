@@ -2,7 +2,8 @@
 //!
 //! Measures, for a server under several concurrent connections: rows/s and MB/s sustained,
 //! acknowledgement latency p50/p99/max per request, the server's peak RSS, and (for Vigil)
-//! bytes per row of the Parquet files after the final flush.
+//! bytes per row of the Parquet files after the final flush (and, with `--compact`, after
+//! compacting every partition).
 //!
 //! Data (deterministic, seed 1): measurement `cpu`; tags hostname, region, datacenter, rack,
 //! os, arch, team, service, service_version, service_environment as TSBS draws them per host;
@@ -67,6 +68,10 @@ enum Cmd {
         /// Data directory (default: a fresh temporary directory).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// After the final flush, compact every partition (as the background lifecycle
+        /// would) and report bytes per row again.
+        #[arg(long)]
+        compact: bool,
     },
     /// QUIC against HTTP on fresh servers, then memory with idle and active agents.
     Quic {
@@ -129,7 +134,8 @@ fn main() -> anyhow::Result<()> {
             load,
             serve_args,
             data_dir,
-        } => run_vigil(load, serve_args, data_dir),
+            compact,
+        } => run_vigil(load, serve_args, data_dir, compact),
         Cmd::Quic {
             load,
             idle,
@@ -526,6 +532,7 @@ fn run_vigil(
     load: LoadArgs,
     serve_args: Vec<String>,
     data_dir: Option<PathBuf>,
+    compact: bool,
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
@@ -561,7 +568,37 @@ fn run_vigil(
         bytes as f64 / 1e6,
         bytes as f64 / report.rows.max(1) as f64
     );
+    if compact {
+        let started = Instant::now();
+        let partitions = compact_all(&dir, &rt)?;
+        let (files, bytes) = parquet_bytes(&dir.join("tables"));
+        println!(
+            "after compaction:  {files} files, {:.1} MB, {:.2} bytes/row ({partitions} partitions in {:.1} s)",
+            bytes as f64 / 1e6,
+            bytes as f64 / report.rows.max(1) as f64,
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// Compacts every partition of the stopped server's data directory, in process.
+fn compact_all(dir: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<usize> {
+    use vigil_engine::{Engine, EngineConfig, SystemTimeProvider};
+    use vigil_query::{Lifecycle, LifecycleConfig};
+    let engine = std::sync::Arc::new(Engine::open(
+        EngineConfig {
+            data_dir: dir.to_path_buf(),
+            background_flush: false,
+            ..EngineConfig::default()
+        },
+        std::sync::Arc::new(SystemTimeProvider),
+    )?);
+    let lifecycle = Lifecycle::new(std::sync::Arc::clone(&engine), LifecycleConfig::default())?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let compacted = rt.block_on(lifecycle.run_once(0, true, &stop))?;
+    engine.shutdown()?;
+    Ok(compacted)
 }
 
 #[path = "ingest_load/events.rs"]

@@ -296,11 +296,14 @@ pub(crate) fn plan_scan(
         for (i, f) in plain_files.iter().enumerate() {
             groups[i % n].push(partitioned_file(f));
         }
+        // No predicate of our own here: the filters reach these files through DataFusion's
+        // physical filter pushdown (the `FilterExec` above moves into the Parquet source),
+        // and giving it here too would make every row group and page be checked twice.
         inputs.push(parquet_exec(
             state,
             &schema,
             groups,
-            predicate.as_ref(),
+            None,
             &projection,
             limit,
             None,

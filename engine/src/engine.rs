@@ -886,12 +886,7 @@ impl Inner {
         manifest.checkpoint_lsn = checkpoint;
         manifest.shipped = shipped;
         manifest.next_file_id = self.next_file_id.load(Ordering::SeqCst);
-        let flushed_events: Vec<&RecordBatch> = pending
-            .iter()
-            .flat_map(|b| b.partitions())
-            .filter(|(table, _, _)| *table == EVENTS_TABLE)
-            .flat_map(|(_, _, chunks)| chunks.iter().map(|c| &c.batch))
-            .collect();
+        let flushed_events: Vec<&RecordBatch> = table_batches(&pending, EVENTS_TABLE).collect();
         let events_state = self.events.save(&flushed_events, checkpoint)?;
         manifest.save(&self.config.data_dir)?;
         self.events
@@ -950,12 +945,7 @@ impl Inner {
             let Some(schema) = catalog.table(&table) else {
                 continue;
             };
-            let chunks: Vec<&RecordBatch> = pending
-                .iter()
-                .flat_map(|b| b.partitions())
-                .filter(|(t, _, _)| *t == table)
-                .flat_map(|(_, _, chunks)| chunks.iter().map(|c| &c.batch))
-                .collect();
+            let chunks: Vec<&RecordBatch> = table_batches(pending, &table).collect();
             if chunks.is_empty() {
                 continue;
             }
@@ -1109,6 +1099,18 @@ impl Stored {
             self.last_values.rows_removed(table);
         }
     }
+}
+
+/// The buffered batches of `table` in `buffers`, every day, oldest buffer first.
+fn table_batches<'a>(
+    buffers: &'a [Arc<Buffer>],
+    table: &'a str,
+) -> impl Iterator<Item = &'a RecordBatch> + 'a {
+    buffers
+        .iter()
+        .flat_map(|b| b.partitions())
+        .filter(move |(t, _, _)| *t == table)
+        .flat_map(|(_, _, chunks)| chunks.iter().map(|c| &c.batch))
 }
 
 fn set_schema(manifest: &mut Manifest, table: &str, schema: &TableSchema) {

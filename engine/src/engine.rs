@@ -548,6 +548,32 @@ impl Engine {
         }))
     }
 
+    /// The smallest and largest `time` stored in `table`, in its files and buffers;
+    /// `None` when it holds no rows (or does not exist).
+    pub fn time_bounds(&self, table: &str) -> Option<(i64, i64)> {
+        let (files, chunks) = {
+            let st = self.inner.state.lock();
+            let stored = self.inner.stored.lock();
+            let mut chunks = Vec::new();
+            for buffer in st.flushing.iter().map(|b| &**b).chain([&st.buffer]) {
+                for (t, _, c) in buffer.partitions() {
+                    if t == table {
+                        chunks.extend(c.iter().map(|c| c.batch.clone()));
+                    }
+                }
+            }
+            (stored.table_files(table), chunks)
+        };
+        let files = files.iter().map(|f| (f.meta().min_time, f.meta().max_time));
+        let buffered = chunks
+            .iter()
+            .filter(|c| c.num_rows() > 0)
+            .map(crate::persist::time_range);
+        files
+            .chain(buffered)
+            .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+    }
+
     /// The newest row of every series of metric table `table` (largest `time`; of equal
     /// times the later write), buffered rows included, in the table's current schema.
     /// `None` for `events` and unknown tables.

@@ -56,7 +56,8 @@ pub use recurrence::{
     RecurrenceQuery, RecurrenceRow, RecurrenceStatus,
 };
 pub use schema::{
-    Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchema, events_schema,
+    Catalog, Column, ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TIME_SLICE_NANOS,
+    TableSchema, events_schema,
 };
 pub use snapshot::{BufferedPartition, DataFile, TableSnapshot};
 pub use time::{MockTimeProvider, SystemTimeProvider, TimeProvider};

@@ -67,8 +67,8 @@ pub(crate) fn align_to(
 }
 
 /// Brings every chunk to the table's schema (absent columns read as null), concatenates
-/// them, sorts by series then time and, for metrics, keeps only the last write of each
-/// (series, time).
+/// them, sorts by time slice, series and time (see [`TableSchema::time_slice`]) and, for
+/// metrics, keeps only the last write of each (series, time).
 pub(crate) fn merge_rows(part: &PartitionRows<'_>) -> Result<RecordBatch> {
     let schema = part.schema.arrow_schema();
     let unified: Vec<RecordBatch> = part
@@ -82,36 +82,45 @@ pub(crate) fn merge_rows(part: &PartitionRows<'_>) -> Result<RecordBatch> {
     } else {
         part.schema.tag_names().collect()
     };
-    let indices = sorted_indices(&all, &tags, part.table != EVENTS_TABLE)?;
+    let indices = sorted_indices(&all, &tags, part.schema, part.table != EVENTS_TABLE)?;
     Ok(take_record_batch(&all, &indices)?)
 }
 
-/// Row order by series (the `tags` columns, compared as values) then time; rows with equal
-/// keys keep arrival order. With `keep_last`, only the last row of each (series, time).
+/// Row order by time slice, series (the `tags` columns, compared as values) and time; rows
+/// with equal keys keep arrival order. With `keep_last`, only the last row of each
+/// (series, time) (both rows then share a slice, so they are neighbours).
 ///
 /// Each distinct series is ranked once; the rows are then sorted by integer keys, which is
 /// far cheaper than comparing tag values row against row.
-fn sorted_indices(batch: &RecordBatch, tags: &[&str], keep_last: bool) -> Result<UInt32Array> {
+fn sorted_indices(
+    batch: &RecordBatch,
+    tags: &[&str],
+    schema: &TableSchema,
+    keep_last: bool,
+) -> Result<UInt32Array> {
     let rank = series_ranks(batch, tags)?;
     let time = batch
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
-    let mut keys: Vec<(u32, i64, u32)> = (0..batch.num_rows())
-        .map(|i| (rank[i], time.value(i), i as u32))
+    let mut keys: Vec<(i64, u32, i64, u32)> = (0..batch.num_rows())
+        .map(|i| {
+            let t = time.value(i);
+            (schema.slice_of(t), rank[i], t, i as u32)
+        })
         .collect();
     keys.sort_unstable();
     if keep_last {
         keys.dedup_by(|next, prev| {
-            let same = (next.0, next.1) == (prev.0, prev.1);
+            let same = (next.1, next.2) == (prev.1, prev.2);
             if same {
                 // `dedup_by` keeps `prev`; make it the later arrival.
-                prev.2 = next.2;
+                prev.3 = next.3;
             }
             same
         });
     }
-    Ok(keys.into_iter().map(|k| k.2).collect())
+    Ok(keys.into_iter().map(|k| k.3).collect())
 }
 
 /// For every row, the rank of its series among the batch's distinct series in sort order.
@@ -239,6 +248,9 @@ pub struct PartitionWriter {
     partition: String,
     writer: ArrowWriter<File>,
     schema: arrow::datatypes::SchemaRef,
+    /// The table's time slice width, and the slice of the rows of the open row group.
+    time_slice: Option<i64>,
+    open_slice: Option<i64>,
     rows: u64,
     min_time: i64,
     max_time: i64,
@@ -286,6 +298,8 @@ impl PartitionWriter {
             partition: partition.to_string(),
             writer,
             schema: arrow_schema,
+            time_slice: schema.time_slice(),
+            open_slice: None,
             rows: 0,
             min_time: i64::MAX,
             max_time: i64::MIN,
@@ -299,15 +313,28 @@ impl PartitionWriter {
     }
 
     /// Appends rows (in sort order, after every row written before) whose newest write
-    /// has WAL LSN at most `max_lsn`.
+    /// has WAL LSN at most `max_lsn`. In a table with time slices, a row group is closed
+    /// where the slice changes, so that no row group spans two slices.
     pub fn write(&mut self, batch: &RecordBatch, max_lsn: u64) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.writer.write(batch).map_err(|source| Error::Parquet {
+        let pq = |source| Error::Parquet {
             file: self.path.display().to_string(),
             source,
-        })?;
+        };
+        match self.time_slice {
+            None => self.writer.write(batch).map_err(pq)?,
+            Some(width) => {
+                for (slice, run) in slice_runs(batch, width) {
+                    if self.open_slice.is_some_and(|open| open != slice) {
+                        self.writer.flush().map_err(pq)?;
+                    }
+                    self.open_slice = Some(slice);
+                    self.writer.write(&run).map_err(pq)?;
+                }
+            }
+        }
         let (lo, hi) = time_range(batch);
         self.min_time = self.min_time.min(lo);
         self.max_time = self.max_time.max(hi);
@@ -358,6 +385,26 @@ impl PartitionWriter {
         drop(self.writer);
         let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// `batch` cut into runs of rows of one time slice of width `width`, with their slice.
+fn slice_runs(batch: &RecordBatch, width: i64) -> Vec<(i64, RecordBatch)> {
+    let Some(time) = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    else {
+        return vec![(0, batch.clone())];
+    };
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=time.len() {
+        let slice = time.value(start).div_euclid(width);
+        if i == time.len() || time.value(i).div_euclid(width) != slice {
+            runs.push((slice, batch.slice(start, i - start)));
+            start = i;
+        }
+    }
+    runs
 }
 
 pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
@@ -423,6 +470,54 @@ mod tests {
         assert_eq!(out, expected);
     }
 
+    #[test]
+    fn with_time_slices_rows_sort_by_slice_first_and_row_groups_never_span_two() {
+        // Slices of 100 ns: b@150 lies in slice 1, a@250 and b@210 in slice 2.
+        let c = chunk("m,h=b f=1 150\nm,h=a f=2 250\nm,h=b f=3 210\nm,h=a f=4 50\nm,h=a f=5 -5");
+        let schema = TableSchema::from_metric_arrow(&c.schema()).with_time_slice(100);
+        let part = PartitionRows {
+            table: "m",
+            day: 0,
+            schema: &schema,
+            chunks: vec![c],
+            max_lsn: 1,
+        };
+        let merged = merge_rows(&part).unwrap();
+        let order: Vec<(String, i64)> = (0..merged.num_rows())
+            .map(|i| {
+                let h = merged.column_by_name("h").unwrap();
+                let h = arrow::util::display::array_value_to_string(h, i).unwrap();
+                let t = merged
+                    .column_by_name("time")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+                (h, t.value(i))
+            })
+            .collect();
+        let want = [("a", -5), ("a", 50), ("b", 150), ("a", 250), ("b", 210)];
+        let want: Vec<(String, i64)> = want.iter().map(|(h, t)| (h.to_string(), *t)).collect();
+        assert_eq!(order, want);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            PartitionWriter::create(dir.path(), 1_000, 1, "m", "1970-01-01", &schema).unwrap();
+        // Two writes, the second continuing the last slice of the first.
+        w.write(&merged.slice(0, 4), 1).unwrap();
+        w.write(&merged.slice(4, 1), 1).unwrap();
+        let meta = w.finish().unwrap().unwrap();
+        let file = File::open(dir.path().join(&meta.path)).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        use parquet::file::reader::FileReader;
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        // Slice -1 (a@-5), slice 0 (a@50), slice 1 (b@150), slice 2 (a@250, b@210).
+        assert_eq!(groups, [1, 1, 1, 2]);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
@@ -434,6 +529,7 @@ mod tests {
                 proptest::collection::vec((0u8..4, 0u8..3, 0i64..6, -100i64..100), 1..30),
                 1..5,
             ),
+            sliced in proptest::prelude::any::<bool>(),
         ) {
             let mut model = std::collections::BTreeMap::new();
             let chunks: Vec<RecordBatch> = writes
@@ -449,7 +545,10 @@ mod tests {
                     chunk_of(&body)
                 })
                 .collect();
-            let schema = TableSchema::from_metric_arrow(&chunks[0].schema());
+            let mut schema = TableSchema::from_metric_arrow(&chunks[0].schema());
+            if sliced {
+                schema = schema.with_time_slice(2);
+            }
             let part = PartitionRows { table: "m", day: 0, schema: &schema, chunks, max_lsn: 1 };
             let merged = merge_rows(&part).unwrap();
             let h = merged.column_by_name("h").unwrap().as_dictionary::<arrow::datatypes::Int32Type>();
@@ -460,7 +559,9 @@ mod tests {
                 d.values().as_string::<i32>().value(d.keys().value(i) as usize)[1..].parse::<u8>().unwrap()
             };
             let got: Vec<_> = (0..merged.num_rows()).map(|i| (((text(h, i), text(r, i)), t.value(i)), v.value(i))).collect();
-            let want: Vec<_> = model.into_iter().collect();
+            let mut want: Vec<_> = model.into_iter().collect();
+            // Sorted by slice, series, time (a stable sort keeps series then time within a slice).
+            want.sort_by_key(|((_, t), _)| schema.slice_of(*t));
             proptest::prop_assert_eq!(got, want);
         }
     }

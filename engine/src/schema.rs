@@ -114,7 +114,18 @@ pub struct TableSchema {
     /// before the key was recorded): every tag by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sort_key: Option<Vec<String>>,
+    /// Width of the time slices that lead the sort order of a metric table's files and
+    /// buffers, in nanoseconds: rows sort by (slice of `time`, series, `time`), and no
+    /// Parquet row group spans two slices. Recorded with the series key at the table's
+    /// first flush ([`TIME_SLICE_NANOS`]). Absent (tables written before slices, and
+    /// `events`): rows sort by (series, `time`) alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time_slice_ns: Option<i64>,
 }
+
+/// The time slice of new metric tables: one hour. A query over the last minutes reads
+/// the row groups of one slice; one series over an hour is one run in one row group.
+pub const TIME_SLICE_NANOS: i64 = 3_600 * 1_000_000_000;
 
 impl TableSchema {
     pub fn columns(&self) -> &[Column] {
@@ -144,6 +155,18 @@ impl TableSchema {
         self.sort_key.as_deref()
     }
 
+    /// The width of the table's time slices in nanoseconds; `None` when rows sort by
+    /// series then time alone.
+    pub fn time_slice(&self) -> Option<i64> {
+        self.time_slice_ns.filter(|&w| w > 0)
+    }
+
+    /// The slice of `time` (nanoseconds): `time` divided by the slice width, rounded
+    /// down; 0 for every row when the table has no slices.
+    pub fn slice_of(&self, time: i64) -> i64 {
+        self.time_slice().map_or(0, |w| time.div_euclid(w))
+    }
+
     pub fn arrow_schema(&self) -> SchemaRef {
         let fields: Vec<Field> = self
             .columns
@@ -153,12 +176,20 @@ impl TableSchema {
         Arc::new(Schema::new(fields))
     }
 
+    /// The schema with time slices of `width` nanoseconds.
+    #[cfg(test)]
+    pub(crate) fn with_time_slice(mut self, width: i64) -> Self {
+        self.time_slice_ns = Some(width);
+        self
+    }
+
     /// A metric table's schema from the columns of an Arrow schema.
     #[cfg(test)]
     pub(crate) fn from_metric_arrow(schema: &Schema) -> Self {
         let mut s = Self {
             columns: vec![],
             sort_key: None,
+            time_slice_ns: None,
         };
         for f in schema.fields() {
             if let Some(kind) = ColumnKind::of_metric_field(f) {
@@ -213,6 +244,7 @@ pub fn events_schema() -> &'static TableSchema {
                 col("attributes", ColumnKind::Text),
             ],
             sort_key: None,
+            time_slice_ns: None,
         }
     });
     &SCHEMA
@@ -274,6 +306,7 @@ impl Catalog {
             .or_insert_with(|| TableSchema {
                 columns: vec![],
                 sort_key: None,
+                time_slice_ns: None,
             });
         for f in batch.fields() {
             if schema.column(f.name()).is_none()
@@ -291,12 +324,14 @@ impl Catalog {
         self.tables.insert(table, schema);
     }
 
-    /// Records the series key order of metric table `table` unless it has one already.
+    /// Records the series key order of metric table `table`, and with it the table's time
+    /// slices, unless it has a key already.
     pub(crate) fn set_sort_key(&mut self, table: &str, key: Vec<String>) {
         if let Some(schema) = self.tables.get_mut(table)
             && schema.sort_key.is_none()
         {
             schema.sort_key = Some(key);
+            schema.time_slice_ns = Some(TIME_SLICE_NANOS);
         }
     }
 }
@@ -372,6 +407,7 @@ mod tests {
         let mut s = TableSchema {
             columns: vec![],
             sort_key: None,
+            time_slice_ns: None,
         };
         for (n, k) in [
             ("time", ColumnKind::Time),
@@ -395,6 +431,7 @@ mod tests {
         let mut s = TableSchema {
             columns: vec![],
             sort_key: None,
+            time_slice_ns: None,
         };
         s.add(Column {
             name: "f".into(),
@@ -420,6 +457,7 @@ mod tests {
         let mut s = TableSchema {
             columns: vec![],
             sort_key: None,
+            time_slice_ns: None,
         };
         for n in ["dc", "host", "rack"] {
             s.add(Column {
@@ -451,6 +489,10 @@ mod tests {
         let mut catalog = Catalog::default();
         catalog.insert("cpu".into(), s);
         catalog.set_sort_key("cpu", key);
+        assert_eq!(
+            catalog.table("cpu").unwrap().time_slice(),
+            Some(TIME_SLICE_NANOS)
+        );
         // Recorded once: a later choice does not replace it.
         catalog.set_sort_key("cpu", vec!["dc".into()]);
         let mut t = catalog.table("cpu").unwrap().clone();
@@ -468,7 +510,7 @@ mod tests {
         );
         let json = serde_json::to_string(&t).unwrap();
         assert!(
-            json.ends_with(r#""sort_key":["host","rack","dc"]}"#),
+            json.ends_with(r#""sort_key":["host","rack","dc"],"time_slice_ns":3600000000000}"#),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<TableSchema>(&json).unwrap(), t);

@@ -19,6 +19,7 @@ mod dedup;
 mod error;
 mod last_value;
 mod lifecycle;
+mod newest_first;
 mod prune;
 mod recurrence;
 mod scan;

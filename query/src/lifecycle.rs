@@ -1,7 +1,7 @@
 //! The storage lifecycle: compaction and retention, in the background.
 //!
-//! Compaction merges the Parquet files of a partition into one file sorted by series
-//! then time, through the same merge the query scan uses, so "the later write wins" is
+//! Compaction merges the Parquet files of a partition into one file sorted like every
+//! file of the table (time slice, series, time; see `TableSchema::time_slice`), through the same merge the query scan uses, so "the later write wins" is
 //! applied physically. The new file is written beside the old ones, then one atomic
 //! manifest change swaps them; the old files are deleted once no running query reads
 //! them. A crash at any point leaves either the old files or the new one listed, and
@@ -24,7 +24,7 @@ use futures::StreamExt;
 use vigil_engine::{EVENTS_TABLE, Engine, TableSnapshot};
 
 use crate::error::QueryError;
-use crate::table::{Source, SourceData, merge_plan, sort_keys};
+use crate::table::{Source, SourceData, merge_plan, sort_key};
 
 const DAY_NANOS: i64 = 86_400 * 1_000_000_000;
 
@@ -266,12 +266,12 @@ impl Lifecycle {
         let max_lsn = inputs.iter().map(|s| s.rank).max().unwrap_or(0);
         let rows_in: u64 = inputs.iter().map(|s| s.rows).sum();
         let schema = snapshot.schema.arrow_schema();
-        let keys = sort_keys(snapshot, &schema);
+        let key = sort_key(snapshot, &schema);
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let plan = merge_plan(
             &self.ctx.state(),
             &schema,
-            &keys,
+            &key,
             inputs,
             None,
             &all,

@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
 use vigil_engine::Engine;
 
 use crate::error::QueryError;
 use crate::last_value::LastValueRule;
+use crate::newest_first::NewestFirst;
 use crate::table::VigilSchema;
 
 /// Limits and settings of the query engine.
@@ -56,6 +59,7 @@ struct Counters {
 
 /// Runs SQL over an [`Engine`].
 pub struct QueryEngine {
+    engine: Arc<Engine>,
     ctx: SessionContext,
     config: QueryConfig,
     counters: Arc<Counters>,
@@ -80,9 +84,15 @@ impl QueryEngine {
             .catalog("datafusion")
             .ok_or_else(|| QueryError::Internal("no default catalog".into()))?;
         crate::recurrence::register(&ctx, &engine);
-        catalog.register_schema("public", Arc::new(VigilSchema { engine }))?;
+        catalog.register_schema(
+            "public",
+            Arc::new(VigilSchema {
+                engine: Arc::clone(&engine),
+            }),
+        )?;
         ctx.add_analyzer_rule(Arc::new(LastValueRule));
         Ok(Self {
+            engine,
             ctx,
             config,
             counters: Arc::default(),
@@ -137,6 +147,9 @@ impl QueryEngine {
                     other => other,
                 }
             })?;
+            if let Some(stream) = self.newest_first(&df).await? {
+                return Ok(stream);
+            }
             // One row past the cap tells that the cap was exceeded. (EXPLAIN and
             // DESCRIBE must stay the root of their plan.)
             let df = match df.logical_plan() {
@@ -163,6 +176,34 @@ impl QueryEngine {
             started,
             counters: Arc::clone(&self.counters),
         })
+    }
+
+    /// Runs `df` newest first when it has that shape (see [`crate::newest_first`]) and
+    /// returns its answer; `None` when it has not, or when the bound reached the table's
+    /// oldest row (then it runs as written).
+    async fn newest_first(
+        &self,
+        df: &DataFrame,
+    ) -> Result<Option<SendableRecordBatchStream>, QueryError> {
+        let Some(newest_first) = NewestFirst::detect(df.logical_plan()) else {
+            return Ok(None);
+        };
+        let Some((oldest, newest)) = self.engine.time_bounds(&newest_first.table) else {
+            return Ok(None);
+        };
+        for bound in newest_first.bounds(oldest, newest) {
+            let plan = newest_first.bounded(df.logical_plan(), bound)?;
+            let batches = DataFrame::new(self.ctx.state(), plan).collect().await?;
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            tracing::debug!(table = newest_first.table, bound, rows, "newest first");
+            if rows >= newest_first.fetch() {
+                let schema = Arc::clone(df.schema().inner());
+                return Ok(Some(Box::pin(MemoryStream::try_new(
+                    batches, schema, None,
+                )?)));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs `sql` to the end and returns every batch.

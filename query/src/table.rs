@@ -18,8 +18,9 @@ use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::functions::datetime::expr_fn::date_bin;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
@@ -203,14 +204,15 @@ pub(crate) fn plan_scan(
     };
     let predicate = physical(filters.to_vec())?;
     let metrics = snapshot.name != EVENTS_TABLE;
-    let keys = if metrics {
-        sort_keys(snapshot, &schema)
+    let key = if metrics {
+        sort_key(snapshot, &schema)
     } else {
-        Vec::new()
+        SortKey::default()
     };
     // Only filters on key columns may prune sources that are deduplicated: a filter on a
     // field could otherwise drop a newer write and let an older one through.
-    let key_names: Vec<&str> = keys
+    let key_names: Vec<&str> = key
+        .columns
         .iter()
         .map(|&i| schema.field(i).name().as_str())
         .collect();
@@ -324,7 +326,7 @@ pub(crate) fn plan_scan(
         inputs.push(merge_plan(
             state,
             &schema,
-            &keys,
+            &key,
             group,
             key_predicate.as_ref(),
             &projection,
@@ -339,16 +341,29 @@ pub(crate) fn plan_scan(
     Ok(Arc::new(VigilScanExec::new(plan, leases, info)))
 }
 
-/// Indices of the columns the table's files are sorted by: for metrics the tags in series
-/// key order, then time; for events only time.
-pub(crate) fn sort_keys(snapshot: &TableSnapshot, schema: &SchemaRef) -> Vec<usize> {
+/// The order of a table's files and buffers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SortKey {
+    /// Indices of the key columns: for metrics the tags in series key order, then time;
+    /// for events only time.
+    pub(crate) columns: Vec<usize>,
+    /// The width of the time slices that come first, if the table has them.
+    pub(crate) slice: Option<i64>,
+}
+
+/// The order of `snapshot`'s files and buffers, over `schema`.
+pub(crate) fn sort_key(snapshot: &TableSnapshot, schema: &SchemaRef) -> SortKey {
     let tags = snapshot
         .schema
         .tag_names()
         .filter(|_| snapshot.name != EVENTS_TABLE);
-    tags.chain([TIME_COLUMN])
-        .filter_map(|n| schema.index_of(n).ok())
-        .collect()
+    SortKey {
+        columns: tags
+            .chain([TIME_COLUMN])
+            .filter_map(|n| schema.index_of(n).ok())
+            .collect(),
+        slice: snapshot.schema.time_slice(),
+    }
 }
 
 /// Sources grouped so that sources of one group may hold the same (series, time): same
@@ -413,20 +428,39 @@ fn parquet_exec(
     Ok(DataSourceExec::from_data_source(config))
 }
 
-/// The sort order of the store's files and buffers: keys ascending, nulls first (the
-/// order of Arrow's row format, which the engine sorts by).
-fn key_ordering(schema: &SchemaRef, keys: &[usize]) -> Result<LexOrdering> {
-    let exprs = keys.iter().map(|&i| {
+/// The sort order of the store's files and buffers over `schema` (which holds `keys`):
+/// with time slices of width `slice`, `date_bin(slice, time)` first; then the keys
+/// ascending, nulls first (the order of Arrow's row format, which the engine sorts by).
+fn store_order(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    keys: &[usize],
+    slice: Option<i64>,
+) -> Result<Vec<PhysicalSortExpr>> {
+    let ascending = SortOptions {
+        descending: false,
+        nulls_first: true,
+    };
+    let mut order = Vec::with_capacity(keys.len() + 1);
+    if let Some(width) = slice {
+        let bin = date_bin(
+            lit(ScalarValue::new_interval_mdn(0, 0, width)),
+            col(TIME_COLUMN),
+            lit(ScalarValue::TimestampNanosecond(
+                Some(0),
+                Some("UTC".into()),
+            )),
+        );
+        let bin = state.create_physical_expr(bin, &DFSchema::try_from(Arc::clone(schema))?)?;
+        order.push(PhysicalSortExpr::new(bin, ascending));
+    }
+    order.extend(keys.iter().map(|&i| {
         PhysicalSortExpr::new(
             Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>,
-            SortOptions {
-                descending: false,
-                nulls_first: true,
-            },
+            ascending,
         )
-    });
-    LexOrdering::new(exprs)
-        .ok_or_else(|| DataFusionError::Internal("table has no key columns".into()))
+    }));
+    Ok(order)
 }
 
 /// Merge of sources by key and age into one sorted stream, keeping (with `dedup`) only
@@ -434,7 +468,7 @@ fn key_ordering(schema: &SchemaRef, keys: &[usize]) -> Result<LexOrdering> {
 pub(crate) fn merge_plan(
     state: &dyn Session,
     schema: &SchemaRef,
-    keys: &[usize],
+    key: &SortKey,
     mut group: Vec<Source>,
     key_predicate: Option<&Arc<dyn PhysicalExpr>>,
     projection: &[usize],
@@ -442,6 +476,8 @@ pub(crate) fn merge_plan(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     group.sort_by_key(|s| s.rank);
     // Read the requested columns plus the keys, in table order.
+    let keys = &key.columns;
+    let slice = key.slice;
     let mut read: Vec<usize> = projection.iter().chain(keys).copied().collect();
     read.sort_unstable();
     read.dedup();
@@ -450,7 +486,8 @@ pub(crate) fn merge_plan(
         .iter()
         .filter_map(|k| read.iter().position(|r| r == k))
         .collect();
-    let ordering = key_ordering(schema, keys)?;
+    let ordering = LexOrdering::new(store_order(state, schema, keys, slice)?)
+        .ok_or_else(|| DataFusionError::Internal("table has no key columns".into()))?;
     let mut children: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(group.len());
     for (age, s) in group.iter().enumerate() {
         let scan: Arc<dyn ExecutionPlan> = match &s.data {
@@ -482,18 +519,7 @@ pub(crate) fn merge_plan(
         children.push(Arc::new(ProjectionExec::try_new(exprs, scan)?));
     }
     let src_index = read.len();
-    let mut merge_order: Vec<PhysicalSortExpr> = read_keys
-        .iter()
-        .map(|&i| {
-            PhysicalSortExpr::new(
-                Arc::new(Column::new(read_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>,
-                SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                },
-            )
-        })
-        .collect();
+    let mut merge_order = store_order(state, &read_schema, &read_keys, slice)?;
     merge_order.push(PhysicalSortExpr::new(
         Arc::new(Column::new(SRC_COLUMN, src_index)),
         SortOptions::default(),

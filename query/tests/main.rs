@@ -4,4 +4,5 @@
 mod common;
 mod lifecycle;
 mod limits;
+mod newest_first;
 mod slt;

@@ -86,6 +86,12 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     pub(crate) retention_table: Vec<String>,
+    /// Width of the time slices new metric tables sort by first (each its own Parquet
+    /// row groups, sorted by series then time within): a query over the last minutes reads
+    /// one slice; wider slices compress better. `0s` sorts by series then time alone.
+    /// Fixed per table at its first flush [default: 1h].
+    #[arg(long, env = "VIGIL_TIME_SLICE")]
+    pub(crate) time_slice: Option<humantime::Duration>,
     /// How often compaction and retention look for work [default: 60s].
     #[arg(long, env = "VIGIL_LIFECYCLE_INTERVAL")]
     pub(crate) lifecycle_interval: Option<humantime::Duration>,
@@ -147,6 +153,8 @@ struct FileConfig {
     /// Table → `30d` or `forever`.
     #[serde(default)]
     retention_tables: std::collections::HashMap<String, String>,
+    #[serde(default, with = "humantime_serde")]
+    time_slice: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     lifecycle_interval: Option<Duration>,
     compaction_max_files: Option<usize>,
@@ -218,6 +226,11 @@ impl ServeArgs {
             ),
             background_flush: true,
             row_group_rows: engine_defaults.row_group_rows,
+            time_slice: match self.time_slice.map(Into::into).or(file.time_slice) {
+                Some(w) if w.is_zero() => None,
+                Some(w) => Some(w),
+                None => engine_defaults.time_slice,
+            },
             last_value_max_series: self
                 .last_value_series
                 .or(file.last_value_series)

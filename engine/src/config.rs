@@ -24,6 +24,10 @@ pub struct EngineConfig {
     pub background_flush: bool,
     /// Rows per Parquet row group, the unit that statistics prune; default 1,048,576.
     pub row_group_rows: usize,
+    /// Width of the time slices that lead the sort order of metric tables created from
+    /// now on (recorded per table at its first flush; see `TableSchema::time_slice`);
+    /// `None` sorts by series then time alone. Default 1 hour.
+    pub time_slice: Option<Duration>,
     /// Most series per table the last-value cache keeps (beyond it the table's newest
     /// rows are read from its files at every use); 0 turns the cache off. Default 250,000.
     pub last_value_max_series: usize,
@@ -41,6 +45,7 @@ impl Default for EngineConfig {
             max_buffer_bytes: 256 * 1024 * 1024,
             background_flush: true,
             row_group_rows: 1024 * 1024,
+            time_slice: Some(Duration::from_secs(3600)),
             last_value_max_series: 250_000,
             events: EventsConfig::default(),
         }
@@ -55,6 +60,13 @@ impl EngineConfig {
             return Err(Error::Wal(vigil_wal::Error::Config(format!(
                 "max buffer ({} bytes) must be at least the flush size ({} bytes)",
                 self.max_buffer_bytes, self.flush_bytes
+            ))));
+        }
+        if let Some(w) = self.time_slice
+            && !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&w)
+        {
+            return Err(Error::Wal(vigil_wal::Error::Config(format!(
+                "time slice must be between 1 minute and 1 day (or off), not {w:?}"
             ))));
         }
         if self.flush_age.is_zero() {

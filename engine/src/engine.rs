@@ -977,8 +977,15 @@ impl Inner {
             }
             let key = choose_sort_key(schema, chunks);
             tracing::info!(table, key = key.join(","), "series key order fixed");
-            self.state.lock().catalog.set_sort_key(&table, key.clone());
-            catalog.set_sort_key(&table, key);
+            let slice = self
+                .config
+                .time_slice
+                .map(|w| w.as_nanos().min(i64::MAX as u128) as i64);
+            self.state
+                .lock()
+                .catalog
+                .set_sort_key(&table, key.clone(), slice);
+            catalog.set_sort_key(&table, key, slice);
         }
     }
 

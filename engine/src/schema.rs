@@ -123,8 +123,8 @@ pub struct TableSchema {
     time_slice_ns: Option<i64>,
 }
 
-/// The time slice of new metric tables: one hour. A query over the last minutes reads
-/// the row groups of one slice; one series over an hour is one run in one row group.
+/// The default time slice of new metric tables: one hour. A query over the last minutes
+/// reads the row groups of one slice; one series over an hour is one run in one row group.
 pub const TIME_SLICE_NANOS: i64 = 3_600 * 1_000_000_000;
 
 impl TableSchema {
@@ -324,14 +324,14 @@ impl Catalog {
         self.tables.insert(table, schema);
     }
 
-    /// Records the series key order of metric table `table`, and with it the table's time
-    /// slices, unless it has a key already.
-    pub(crate) fn set_sort_key(&mut self, table: &str, key: Vec<String>) {
+    /// Records the series key order of metric table `table`, and with it the width of
+    /// the table's time slices in nanoseconds (`None`: none), unless it has a key already.
+    pub(crate) fn set_sort_key(&mut self, table: &str, key: Vec<String>, time_slice: Option<i64>) {
         if let Some(schema) = self.tables.get_mut(table)
             && schema.sort_key.is_none()
         {
             schema.sort_key = Some(key);
-            schema.time_slice_ns = Some(TIME_SLICE_NANOS);
+            schema.time_slice_ns = time_slice;
         }
     }
 }
@@ -488,13 +488,13 @@ mod tests {
 
         let mut catalog = Catalog::default();
         catalog.insert("cpu".into(), s);
-        catalog.set_sort_key("cpu", key);
+        catalog.set_sort_key("cpu", key, Some(TIME_SLICE_NANOS));
         assert_eq!(
             catalog.table("cpu").unwrap().time_slice(),
             Some(TIME_SLICE_NANOS)
         );
         // Recorded once: a later choice does not replace it.
-        catalog.set_sort_key("cpu", vec!["dc".into()]);
+        catalog.set_sort_key("cpu", vec!["dc".into()], None);
         let mut t = catalog.table("cpu").unwrap().clone();
         t.add(Column {
             name: "az".into(),

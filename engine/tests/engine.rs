@@ -324,6 +324,11 @@ async fn the_first_flush_fixes_the_series_key_order_for_good() {
             m.tables["cpu"].schema.sort_key(),
             Some(&["host".to_string(), "dc".to_string()][..])
         );
+        // The default time slice (one hour) is recorded with it.
+        assert_eq!(
+            m.tables["cpu"].schema.time_slice(),
+            Some(vigil_engine::TIME_SLICE_NANOS)
+        );
         assert_eq!(
             sorting_columns(dir.path(), &m, "cpu"),
             [["host", "dc", "time"]]
@@ -374,14 +379,48 @@ async fn a_table_stored_before_key_orders_were_recorded_keeps_sorting_tags_by_na
         .unwrap()
         .remove("sort_key")
         .expect("the manifest records the key");
+    json["tables"]["cpu"]["schema"]
+        .as_object_mut()
+        .unwrap()
+        .remove("time_slice_ns")
+        .expect("the manifest records the time slice");
     std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     let engine = open(dir.path());
     write(&engine, "cpu,dc=a,host=h3 u=1 20").await.unwrap();
     engine.flush().unwrap();
     let m = engine.manifest();
     assert_eq!(m.tables["cpu"].schema.sort_key(), None);
+    assert_eq!(m.tables["cpu"].schema.time_slice(), None);
     assert_eq!(
         sorting_columns(dir.path(), &m, "cpu")[1],
         ["dc", "host", "time"]
     );
+}
+
+#[tokio::test]
+async fn tables_created_without_time_slices_sort_by_series_then_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        EngineConfig {
+            time_slice: None,
+            ..config(dir.path())
+        },
+        Arc::new(MockTimeProvider::new(NOW)),
+    )
+    .unwrap();
+    // h2 in hour 0, h1 in hour 1: by series first, h1 leads.
+    let hour = 3_600_000_000_000i64;
+    write(&engine, &format!("cpu,host=h2 u=1 10\ncpu,host=h1 u=2 {hour}"))
+        .await
+        .unwrap();
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    assert_eq!(m.tables["cpu"].schema.time_slice(), None);
+    let text = pretty(&read_table(dir.path(), &m, "cpu"));
+    let hosts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split('|').nth(1).map(str::trim))
+        .filter(|h| h.starts_with('h') && *h != "host")
+        .collect();
+    assert_eq!(hosts, ["h1", "h2"], "{text}");
 }

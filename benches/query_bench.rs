@@ -42,6 +42,10 @@ struct Args {
     /// Print each query's `EXPLAIN ANALYZE` (after its timed runs).
     #[arg(long)]
     explain: bool,
+    /// Print where each query's time goes (median of `--runs`): SQL to logical plan,
+    /// optimisation and physical planning, execution.
+    #[arg(long)]
+    phases: bool,
 }
 
 struct Timing {
@@ -128,6 +132,9 @@ fn main() -> anyhow::Result<()> {
         );
         if args.explain {
             runtime.block_on(explain(&query, &sql))?;
+        }
+        if args.phases {
+            runtime.block_on(phases(&query, &sql, args.runs))?;
         }
         vigil.push((name, t));
     }
@@ -231,6 +238,37 @@ async fn explain(query: &QueryEngine, sql: &str) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Medians of the planning and execution phases, through the DataFusion session directly
+/// (without the query engine's limits and rewrites).
+async fn phases(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Result<()> {
+    let ctx = query.context();
+    let mut logical = Vec::new();
+    let mut physical = Vec::new();
+    let mut execution = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let df = ctx.sql(sql).await?;
+        logical.push(t.elapsed());
+        let t = Instant::now();
+        let plan = df.create_physical_plan().await?;
+        physical.push(t.elapsed());
+        let t = Instant::now();
+        datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
+        execution.push(t.elapsed());
+    }
+    for v in [&mut logical, &mut physical, &mut execution] {
+        v.sort();
+    }
+    let mid = |v: &Vec<Duration>| ms(v[v.len() / 2]);
+    eprintln!(
+        "       phases: SQL to logical plan {:.2} ms, optimise + physical plan {:.2} ms, execute {:.2} ms",
+        mid(&logical),
+        mid(&physical),
+        mid(&execution)
+    );
     Ok(())
 }
 

@@ -410,9 +410,12 @@ async fn tables_created_without_time_slices_sort_by_series_then_time() {
     .unwrap();
     // h2 in hour 0, h1 in hour 1: by series first, h1 leads.
     let hour = 3_600_000_000_000i64;
-    write(&engine, &format!("cpu,host=h2 u=1 10\ncpu,host=h1 u=2 {hour}"))
-        .await
-        .unwrap();
+    write(
+        &engine,
+        &format!("cpu,host=h2 u=1 10\ncpu,host=h1 u=2 {hour}"),
+    )
+    .await
+    .unwrap();
     engine.flush().unwrap();
     let m = engine.manifest();
     assert_eq!(m.tables["cpu"].schema.time_slice(), None);

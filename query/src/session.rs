@@ -79,6 +79,8 @@ impl QueryEngine {
         let parquet = &mut session.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
+        // The store writes no bloom filters: looking for them costs every file opening.
+        parquet.bloom_filter_on_read = false;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         let catalog = ctx
             .catalog("datafusion")

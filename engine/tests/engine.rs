@@ -334,12 +334,7 @@ async fn the_first_flush_fixes_the_series_key_order_for_good() {
             [["host", "dc", "time"]]
         );
         let text = pretty(&read_table(dir.path(), &m, "cpu"));
-        let hosts: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.split('|').nth(2).map(str::trim))
-            .filter(|h| h.starts_with('h') && *h != "host")
-            .collect();
-        assert_eq!(hosts, ["h1", "h1", "h2", "h3"], "{text}");
+        assert_eq!(hosts_in(&text, 2), ["h1", "h1", "h2", "h3"], "{text}");
         engine.shutdown().unwrap();
     }
     // After a restart, with dc now the most varied tag and a new tag, the order stays:
@@ -420,10 +415,13 @@ async fn tables_created_without_time_slices_sort_by_series_then_time() {
     let m = engine.manifest();
     assert_eq!(m.tables["cpu"].schema.time_slice(), None);
     let text = pretty(&read_table(dir.path(), &m, "cpu"));
-    let hosts: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split('|').nth(1).map(str::trim))
+    assert_eq!(hosts_in(&text, 1), ["h1", "h2"], "{text}");
+}
+
+/// The host names (`h…`) in column `column` of a pretty-printed table, in row order.
+fn hosts_in(text: &str, column: usize) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.split('|').nth(column).map(str::trim))
         .filter(|h| h.starts_with('h') && *h != "host")
-        .collect();
-    assert_eq!(hosts, ["h1", "h2"], "{text}");
+        .collect()
 }

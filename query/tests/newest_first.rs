@@ -90,6 +90,11 @@ async fn later_write_wins_across_slices_files_buffer_and_compaction() {
     let s = Store::default();
     let model = load(&s).await;
     check_against_model(&s, &model).await;
+    // The overlapping sources are merged as they are sorted (hour, series, time): the
+    // plan deduplicates without sorting anything again.
+    let plan = text(&s.query.collect("EXPLAIN SELECT * FROM cpu").await.unwrap());
+    assert!(plan.contains("DedupExec"), "{plan}");
+    assert!(!plan.contains("SortExec"), "{plan}");
     let stop = AtomicBool::new(false);
     assert_eq!(s.lifecycle.run_once(0, true, &stop).await.unwrap(), 1);
     check_against_model(&s, &model).await;

@@ -199,7 +199,8 @@ impl QueryEngine {
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             tracing::debug!(table = newest_first.table, bound, rows, "newest first");
             if rows >= newest_first.fetch() {
-                let schema = Arc::clone(df.schema().inner());
+                // The bounded plan's output schema: what the query as written would give.
+                let schema = batches[0].schema();
                 return Ok(Some(Box::pin(MemoryStream::try_new(
                     batches, schema, None,
                 )?)));

@@ -395,14 +395,11 @@ pub(crate) fn split_by_day(table: &str, batch: RecordBatch) -> Result<Vec<TableB
 }
 
 fn day_column(batch: &RecordBatch) -> Result<Vec<i32>> {
-    let time = batch
-        .column_by_name(TIME_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| {
-            Error::Arrow(arrow::error::ArrowError::SchemaError(
-                "batch has no time column".into(),
-            ))
-        })?;
+    let time = crate::persist::time_column(batch).ok_or_else(|| {
+        Error::Arrow(arrow::error::ArrowError::SchemaError(
+            "batch has no time column".into(),
+        ))
+    })?;
     Ok(time.values().iter().map(|t| day_of(*t)).collect())
 }
 

@@ -45,7 +45,7 @@ impl Default for EngineConfig {
             max_buffer_bytes: 256 * 1024 * 1024,
             background_flush: true,
             row_group_rows: 1024 * 1024,
-            time_slice: Some(Duration::from_secs(3600)),
+            time_slice: Some(Duration::from_nanos(crate::schema::TIME_SLICE_NANOS as u64)),
             last_value_max_series: 250_000,
             events: EventsConfig::default(),
         }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::row::{RowConverter, SortField};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -24,7 +24,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::persist::align_to;
-use crate::schema::{TIME_COLUMN, TableSchema};
+use crate::schema::TableSchema;
 use crate::snapshot::DataFile;
 
 /// Rows read per batch while rebuilding from Parquet.
@@ -174,9 +174,7 @@ pub fn newest_rows(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {
 
 /// Row indices of [`newest_rows`], ascending.
 fn newest_indices(batch: &RecordBatch, keys: &[&str]) -> Result<UInt32Array> {
-    let time = batch
-        .column_by_name(TIME_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    let time = crate::persist::time_column(batch)
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
     let columns: Vec<ArrayRef> = keys
         .iter()

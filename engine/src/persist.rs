@@ -99,9 +99,7 @@ fn sorted_indices(
     keep_last: bool,
 ) -> Result<UInt32Array> {
     let rank = series_ranks(batch, tags)?;
-    let time = batch
-        .column_by_name(TIME_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    let time = time_column(batch)
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
     let mut keys: Vec<(i64, u32, i64, u32)> = (0..batch.num_rows())
         .map(|i| {
@@ -389,10 +387,7 @@ impl PartitionWriter {
 
 /// `batch` cut into runs of rows of one time slice of width `width`, with their slice.
 fn slice_runs(batch: &RecordBatch, width: i64) -> Vec<(i64, RecordBatch)> {
-    let Some(time) = batch
-        .column_by_name(TIME_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-    else {
+    let Some(time) = time_column(batch) else {
         return vec![(0, batch.clone())];
     };
     let mut runs = Vec::new();
@@ -407,11 +402,15 @@ fn slice_runs(batch: &RecordBatch, width: i64) -> Vec<(i64, RecordBatch)> {
     runs
 }
 
-pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
-    let Some(time) = batch
+/// The `time` column of `batch`, if it has one of the store's type.
+pub(crate) fn time_column(batch: &RecordBatch) -> Option<&TimestampNanosecondArray> {
+    batch
         .column_by_name(TIME_COLUMN)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-    else {
+}
+
+pub(crate) fn time_range(batch: &RecordBatch) -> (i64, i64) {
+    let Some(time) = time_column(batch) else {
         return (0, 0);
     };
     let min = arrow::compute::min(time).unwrap_or(0);

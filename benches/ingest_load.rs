@@ -496,15 +496,20 @@ fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
         .local_addr()?
         .port();
     let quic = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    // `VIGIL_BENCH_SERVER_LOG=FILE` keeps the server's log (level info) for a look at flushes.
+    let log = std::env::var_os("VIGIL_BENCH_SERVER_LOG");
     let child: Child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
         .args(["--quic-addr", &quic.to_string()])
         .arg("--data-dir")
         .arg(dir)
         .args(serve_args)
-        .env("VIGIL_LOG", "warn")
+        .env("VIGIL_LOG", if log.is_some() { "info" } else { "warn" })
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None => Stdio::null(),
+        })
         .spawn()?;
     let pid = child.id();
     let url = format!("http://127.0.0.1:{port}");

@@ -65,6 +65,10 @@ pub(crate) struct ServeArgs {
     /// Refuse writes with 503 while this much data waits for a flush [default: 256MiB].
     #[arg(long, env = "VIGIL_MAX_BUFFER_SIZE")]
     pub(crate) max_buffer_size: Option<ByteSize>,
+    /// Writes decoded at once; more wait their turn in arrival order [default: the number
+    /// of cores].
+    #[arg(long, env = "VIGIL_DECODERS")]
+    pub(crate) decoders: Option<usize>,
     /// Memory all running queries may use together; past it a query spills or fails
     /// with "resources exhausted" [default: 512MiB].
     #[arg(long, env = "VIGIL_QUERY_MEMORY")]
@@ -144,6 +148,7 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     flush_age: Option<Duration>,
     max_buffer_size: Option<ByteSize>,
+    decoders: Option<usize>,
     query_memory: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
     query_timeout: Option<Duration>,
@@ -224,6 +229,10 @@ impl ServeArgs {
                 file.max_buffer_size,
                 engine_defaults.max_buffer_bytes,
             ),
+            decoders: self
+                .decoders
+                .or(file.decoders)
+                .unwrap_or(engine_defaults.decoders),
             background_flush: true,
             row_group_rows: engine_defaults.row_group_rows,
             time_slice: match self.time_slice.map(Into::into).or(file.time_slice) {

@@ -689,10 +689,17 @@ impl Channel {
         format: Format,
         body: Vec<u8>,
     ) -> (Pending, bool) {
+        let slot = match self.engine.decode_slot().await {
+            Ok(slot) => slot,
+            Err(e) => return self.refused(seq, e),
+        };
         let engine = Arc::clone(&self.engine);
-        let prepared = tokio::task::spawn_blocking(move || match format {
-            Format::LineProtocol(p) => engine.prepare_line_protocol(&body, precision(p)),
-            Format::Events => engine.prepare_events(&body),
+        let prepared = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            match format {
+                Format::LineProtocol(p) => engine.prepare_line_protocol(&body, precision(p)),
+                Format::Events => engine.prepare_events(&body),
+            }
         })
         .await;
         let prepared = match prepared {

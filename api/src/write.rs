@@ -148,7 +148,9 @@ async fn ingest_inner(
     let raw = read_body(body, limit).await?;
     *bytes_read = raw.len();
     let engine = Arc::clone(&state.engine);
+    let slot = engine.decode_slot().await?;
     let prepared = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let data: Cow<'_, [u8]> = if gzip {
             Cow::Owned(gunzip(&raw, limit)?)
         } else {

@@ -19,6 +19,10 @@ pub struct EngineConfig {
     pub flush_age: Duration,
     /// Refuse writes (overloaded) while buffered plus flushing data exceeds this; default 256 MiB.
     pub max_buffer_bytes: usize,
+    /// Writes decoded at once (line protocol and events are decoded on the CPU); more wait
+    /// their turn in arrival order. Default: the number of cores. Decoding more at once
+    /// than there are cores makes each slower and starves the flusher.
+    pub decoders: usize,
     /// Run the background flusher (by size and age); default true. Tests that drive
     /// flushes themselves turn it off.
     pub background_flush: bool,
@@ -43,6 +47,7 @@ impl Default for EngineConfig {
             flush_bytes: 64 * 1024 * 1024,
             flush_age: Duration::from_secs(300),
             max_buffer_bytes: 256 * 1024 * 1024,
+            decoders: std::thread::available_parallelism().map_or(2, usize::from),
             background_flush: true,
             row_group_rows: 1024 * 1024,
             time_slice: Some(Duration::from_nanos(crate::schema::TIME_SLICE_NANOS as u64)),
@@ -61,6 +66,11 @@ impl EngineConfig {
                 "max buffer ({} bytes) must be at least the flush size ({} bytes)",
                 self.max_buffer_bytes, self.flush_bytes
             ))));
+        }
+        if self.decoders == 0 {
+            return Err(Error::Wal(vigil_wal::Error::Config(
+                "decoders must be at least 1".into(),
+            )));
         }
         if let Some(w) = self.time_slice
             && !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&w)

@@ -59,6 +59,13 @@ impl PreparedWrite {
     }
 }
 
+/// Permission to decode one write ([`Engine::decode_slot`]); dropping it lets the next
+/// writer decode.
+#[derive(Debug)]
+pub struct DecodeSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// What a committed write stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct WriteSummary {
@@ -190,6 +197,8 @@ struct Inner {
     /// Next number for a new file's name; flushes and compactions both draw from it.
     next_file_id: AtomicU64,
     wake: Sender<FlusherMsg>,
+    /// One permit per write being decoded ([`Engine::decode_slot`]).
+    decode_slots: Arc<tokio::sync::Semaphore>,
     /// Grouper, dedup keys and recurrence statistics of the events.
     events: EventState,
     counters: Counters,
@@ -278,6 +287,7 @@ impl Engine {
             "recovered"
         );
         let (wake, rx) = crossbeam_channel::unbounded();
+        let decode_slots = Arc::new(tokio::sync::Semaphore::new(config.decoders));
         let inner = Arc::new(Inner {
             config,
             clock,
@@ -294,6 +304,7 @@ impl Engine {
             stored: Mutex::new(stored),
             next_file_id,
             wake,
+            decode_slots,
             events,
             counters: Counters::default(),
             last_flush_error: Mutex::new(None),
@@ -352,8 +363,22 @@ impl Engine {
             .map_or(0, |&(seq, _)| seq)
     }
 
+    /// Waits for a decode slot, in arrival order. Hold it while calling
+    /// [`Engine::prepare_line_protocol`] or [`Engine::prepare_events`]: at most
+    /// [`EngineConfig::decoders`] writes are decoded at once. Decoding is CPU work, and
+    /// more decodes at once than cores only make each slower, raise every writer's latency
+    /// and starve the flusher, which then refuses writes.
+    pub async fn decode_slot(&self) -> Result<DecodeSlot> {
+        Arc::clone(&self.inner.decode_slots)
+            .acquire_owned()
+            .await
+            .map(|permit| DecodeSlot { _permit: permit })
+            .map_err(|_| Error::ShuttingDown)
+    }
+
     /// Decodes line protocol and prepares it for [`Engine::commit`]. CPU-bound: call it
-    /// off the async runtime. Any bad line rejects the whole request.
+    /// off the async runtime, holding a [`Engine::decode_slot`]. Any bad line rejects the
+    /// whole request.
     pub fn prepare_line_protocol(
         &self,
         body: &[u8],
@@ -831,7 +856,13 @@ impl Inner {
             if !self.config.background_flush || !self.flush_due() {
                 continue;
             }
-            match self.flush() {
+            // A flush takes a decode slot: while it runs, one write fewer is decoded, so
+            // that the flusher gets a core and keeps up with the writers instead of
+            // sharing a core with them until the buffer is full and writes are refused.
+            let slot = futures::executor::block_on(Arc::clone(&self.decode_slots).acquire_owned());
+            let result = self.flush();
+            drop(slot);
+            match result {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
                     tracing::error!(error = %e, "flush failed; will retry");

@@ -16,11 +16,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::row::{RowConverter, SortField};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::persist::align_to;
@@ -176,28 +174,15 @@ pub fn newest_rows(batch: &RecordBatch, keys: &[&str]) -> Result<RecordBatch> {
 fn newest_indices(batch: &RecordBatch, keys: &[&str]) -> Result<UInt32Array> {
     let time = crate::persist::time_column(batch)
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
-    let columns: Vec<ArrayRef> = keys
-        .iter()
-        .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
-        .collect();
-    if columns.is_empty() {
-        let best = (0..batch.num_rows()).max_by_key(|&i| (time.value(i), i));
-        return Ok(best.map(|i| i as u32).into_iter().collect());
-    }
-    let fields = columns
-        .iter()
-        .map(|c| SortField::new(c.data_type().clone()))
-        .collect();
-    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
-    let mut newest: HashMap<&[u8], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
-    for i in 0..rows.num_rows() {
-        let key = rows.row(i).data();
-        let slot = newest.entry(key).or_insert(i as u32);
-        if time.value(i) >= time.value(*slot as usize) {
-            *slot = i as u32;
+    let series = crate::series::series_of(batch, keys)?;
+    let mut newest: Vec<Option<u32>> = vec![None; series.ranks.len()];
+    for (i, &id) in series.ids.iter().enumerate() {
+        let slot = &mut newest[id as usize];
+        if slot.is_none_or(|s| time.value(i) >= time.value(s as usize)) {
+            *slot = Some(i as u32);
         }
     }
-    let mut indices: Vec<u32> = newest.into_values().collect();
+    let mut indices: Vec<u32> = newest.into_iter().flatten().collect();
     indices.sort_unstable();
     Ok(indices.into_iter().collect())
 }

@@ -30,12 +30,15 @@ mod payload;
 mod persist;
 mod recurrence;
 mod schema;
+mod series;
 mod snapshot;
 mod time;
 
 pub use batch::TableBatch;
 pub use config::EngineConfig;
-pub use engine::{Delivery, Engine, EngineStats, PreparedWrite, ShipTicket, WriteSummary};
+pub use engine::{
+    DecodeSlot, Delivery, Engine, EngineStats, PreparedWrite, ShipTicket, WriteSummary,
+};
 pub use error::{Error, LineError, Result};
 pub use event_state::{EVENTS_STATE_DIR, EventsConfig};
 pub use events::{Event, normalise_severity, parse_events};

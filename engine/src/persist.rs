@@ -1,6 +1,5 @@
 //! Writing a partition's buffered rows to one sorted, deduplicated Parquet file.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,13 +8,11 @@ use arrow::array::{
     Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array, new_null_array,
 };
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::row::{RowConverter, SortField};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::manifest::{FileMeta, rename_durable, sync_dir, tmp_path};
@@ -98,7 +95,7 @@ fn sorted_indices(
     schema: &TableSchema,
     keep_last: bool,
 ) -> Result<UInt32Array> {
-    let rank = series_ranks(batch, tags)?;
+    let rank = crate::series::series_of(batch, tags)?.row_ranks();
     let time = time_column(batch)
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("batch has no time column".into()))?;
     let mut keys: Vec<(i64, u32, i64, u32)> = (0..batch.num_rows())
@@ -119,40 +116,6 @@ fn sorted_indices(
         });
     }
     Ok(keys.into_iter().map(|k| k.3).collect())
-}
-
-/// For every row, the rank of its series among the batch's distinct series in sort order.
-fn series_ranks(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<u32>> {
-    let columns: Vec<ArrayRef> = tags
-        .iter()
-        .filter_map(|k| batch.column_by_name(k).map(Arc::clone))
-        .collect();
-    if columns.is_empty() {
-        return Ok(vec![0; batch.num_rows()]);
-    }
-    let fields = columns
-        .iter()
-        .map(|c| SortField::new(c.data_type().clone()))
-        .collect();
-    let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
-    let mut ids: HashMap<&[u8], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
-    let mut distinct: Vec<&[u8]> = Vec::new();
-    let row_ids: Vec<u32> = (0..rows.num_rows())
-        .map(|i| {
-            let bytes = rows.row(i).data();
-            *ids.entry(bytes).or_insert_with(|| {
-                distinct.push(bytes);
-                (distinct.len() - 1) as u32
-            })
-        })
-        .collect();
-    let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| distinct[a as usize].cmp(distinct[b as usize]));
-    let mut rank = vec![0u32; distinct.len()];
-    for (r, &id) in order.iter().enumerate() {
-        rank[id as usize] = r as u32;
-    }
-    Ok(row_ids.into_iter().map(|id| rank[id as usize]).collect())
 }
 
 fn writer_properties(

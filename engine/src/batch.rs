@@ -1,11 +1,13 @@
 //! Turning decoded lines into Arrow record batches, one per table and daily partition.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    StringDictionaryBuilder, TimestampNanosecondArray, UInt64Builder,
+    ArrayRef, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array, Int64Builder,
+    RecordBatch, StringArray, StringBuilder, TimestampNanosecondArray, UInt64Builder,
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Int32Type, Schema};
@@ -34,8 +36,58 @@ pub(crate) struct MetricBatch {
     pub(crate) first_line: HashMap<String, usize>,
 }
 
-enum Builder {
-    Tag(StringDictionaryBuilder<Int32Type>),
+/// A tag column: dictionary keys per row, and the distinct values borrowed from the
+/// request body (owned only when unescaped). Each row costs one hash lookup of a string
+/// already in the body; nothing is copied until the batch is finished.
+struct TagBuilder<'a> {
+    index: HashMap<Cow<'a, str>, i32, foldhash::fast::RandomState>,
+    values: Vec<Cow<'a, str>>,
+    keys: Vec<i32>,
+    nulls: NullBufferBuilder,
+}
+
+impl<'a> TagBuilder<'a> {
+    fn new(rows: usize) -> Self {
+        Self {
+            index: HashMap::default(),
+            values: Vec::new(),
+            keys: Vec::with_capacity(rows),
+            nulls: NullBufferBuilder::new(rows),
+        }
+    }
+
+    fn append(&mut self, v: &Cow<'a, str>) {
+        let key = match self.index.get(v.as_ref()) {
+            Some(&k) => k,
+            None => {
+                // A request holds far fewer than 2^31 distinct values (the body limit).
+                let k = self.values.len() as i32;
+                self.values.push(v.clone());
+                self.index.insert(v.clone(), k);
+                k
+            }
+        };
+        self.keys.push(key);
+        self.nulls.append_non_null();
+    }
+
+    fn append_nulls(&mut self, n: usize) {
+        self.keys.extend(std::iter::repeat_n(0, n));
+        self.nulls.append_n_nulls(n);
+    }
+
+    fn finish(mut self) -> Result<ArrayRef> {
+        let keys = Int32Array::new(self.keys.into(), self.nulls.finish());
+        let values = StringArray::from_iter_values(self.values.iter().map(|v| v.as_ref()));
+        Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+            keys,
+            Arc::new(values),
+        )?))
+    }
+}
+
+enum Builder<'a> {
+    Tag(TagBuilder<'a>),
     F64(Float64Builder),
     I64(Int64Builder),
     U64(UInt64Builder),
@@ -43,7 +95,7 @@ enum Builder {
     Str(StringBuilder),
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
     fn new(kind: ColumnKind, rows: usize) -> Self {
         match kind {
             ColumnKind::Field(FieldType::Float) => Self::F64(Float64Builder::with_capacity(rows)),
@@ -55,13 +107,13 @@ impl Builder {
             ColumnKind::Field(FieldType::String) | ColumnKind::Text => {
                 Self::Str(StringBuilder::with_capacity(rows, rows * 8))
             }
-            ColumnKind::Tag | ColumnKind::Time => Self::Tag(StringDictionaryBuilder::new()),
+            ColumnKind::Tag | ColumnKind::Time => Self::Tag(TagBuilder::new(rows)),
         }
     }
 
     fn append_null(&mut self) {
         match self {
-            Self::Tag(b) => b.append_null(),
+            Self::Tag(b) => b.append_nulls(1),
             Self::F64(b) => b.append_null(),
             Self::I64(b) => b.append_null(),
             Self::U64(b) => b.append_null(),
@@ -85,9 +137,9 @@ impl Builder {
         }
     }
 
-    fn append_tag(&mut self, v: &str) {
+    fn append_tag(&mut self, v: &Cow<'a, str>) {
         if let Self::Tag(b) = self {
-            b.append_value(v);
+            b.append(v);
         }
     }
 
@@ -103,15 +155,15 @@ impl Builder {
         }
     }
 
-    fn finish(self) -> ArrayRef {
-        match self {
-            Self::Tag(mut b) => Arc::new(b.finish()),
+    fn finish(self) -> Result<ArrayRef> {
+        Ok(match self {
+            Self::Tag(b) => b.finish()?,
             Self::F64(mut b) => Arc::new(b.finish()),
             Self::I64(mut b) => Arc::new(b.finish()),
             Self::U64(mut b) => Arc::new(b.finish()),
             Self::Bool(mut b) => Arc::new(b.finish()),
             Self::Str(mut b) => Arc::new(b.finish()),
-        }
+        })
     }
 }
 
@@ -126,10 +178,10 @@ fn field_type(v: &FieldValue<'_>) -> FieldType {
 }
 
 /// A column being built: its values so far and bookkeeping for the current row.
-struct ColumnBuilder {
+struct ColumnBuilder<'a> {
     name: String,
     kind: ColumnKind,
-    builder: Builder,
+    builder: Builder<'a>,
     first_line: usize,
     /// Row (+1) that last wrote this column; tells repeats and missing values apart.
     stamp: usize,
@@ -142,17 +194,17 @@ struct ColumnBuilder {
 /// Lines of one writer usually name their tags and fields in the same order, so the column
 /// at each key position is remembered from the previous line and checked first: one string
 /// comparison instead of a hash lookup per key.
-struct TableBuilder {
+struct TableBuilder<'a> {
     table: String,
     rows: usize,
     times: Vec<i64>,
-    cols: Vec<ColumnBuilder>,
+    cols: Vec<ColumnBuilder<'a>>,
     index: HashMap<String, usize>,
     tag_guess: Vec<usize>,
     field_guess: Vec<usize>,
 }
 
-impl TableBuilder {
+impl<'a> TableBuilder<'a> {
     fn new(table: &str, rows: usize) -> Self {
         Self {
             table: table.to_string(),
@@ -236,7 +288,7 @@ impl TableBuilder {
         Ok(self.cols.len() - 1)
     }
 
-    fn push(&mut self, line: &Line<'_>, field_cols: &mut Vec<usize>) -> Result<()> {
+    fn push(&mut self, line: &Line<'a>, field_cols: &mut Vec<usize>) -> Result<()> {
         let row = self.times.len();
         let stamp = row + 1;
         for (pos, (k, v)) in line.tags.iter().enumerate() {
@@ -291,7 +343,7 @@ impl TableBuilder {
         let mut first_line = HashMap::with_capacity(self.cols.len());
         for col in self.cols {
             fields.push(Field::new(&col.name, col.kind.data_type(), true));
-            arrays.push(col.builder.finish());
+            arrays.push(col.builder.finish()?);
             first_line.insert(col.name, col.first_line);
         }
         fields.push(Field::new(TIME_COLUMN, ColumnKind::Time.data_type(), false));

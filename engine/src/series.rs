@@ -17,7 +17,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Int32Type};
 use arrow::row::{RowConverter, SortField};
-use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::Result;
 
@@ -63,7 +62,7 @@ fn by_codes(codes: &[Vec<u32>], rows: usize) -> Series {
     for row in 0..rows {
         tuples.extend(codes.iter().map(|c| c[row]));
     }
-    let mut index: HashMap<&[u32], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
+    let mut index: HashMap<&[u32], u32, foldhash::fast::RandomState> = HashMap::default();
     let mut distinct: Vec<&[u32]> = Vec::new();
     let ids = tuples
         .chunks_exact(width)
@@ -87,7 +86,7 @@ fn by_row_format(columns: &[ArrayRef]) -> Result<Series> {
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
     let rows = RowConverter::new(fields)?.convert_columns(columns)?;
-    let mut index: HashMap<&[u8], u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
+    let mut index: HashMap<&[u8], u32, foldhash::fast::RandomState> = HashMap::default();
     let mut distinct: Vec<&[u8]> = Vec::new();
     let ids = (0..rows.num_rows())
         .map(|i| {
@@ -146,7 +145,7 @@ fn value_codes(column: &ArrayRef) -> Option<Vec<u32>> {
 
 /// Per element of `values`, 0 for null, else 1 + its rank among the distinct values.
 fn string_codes(values: &StringArray) -> Vec<u32> {
-    let mut index: HashMap<&str, u32, Xxh3Builder> = HashMap::with_hasher(Xxh3Builder::new());
+    let mut index: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut distinct: Vec<&str> = Vec::new();
     let ids: Vec<Option<u32>> = values
         .iter()

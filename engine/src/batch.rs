@@ -56,6 +56,10 @@ impl<'a> TagBuilder<'a> {
         }
     }
 
+    #[expect(
+        clippy::ptr_arg,
+        reason = "a borrowed value is kept as borrowed from the body, not copied"
+    )]
     fn append(&mut self, v: &Cow<'a, str>) {
         let key = match self.index.get(v.as_ref()) {
             Some(&k) => k,
@@ -137,6 +141,7 @@ impl<'a> Builder<'a> {
         }
     }
 
+    #[expect(clippy::ptr_arg, reason = "see TagBuilder::append")]
     fn append_tag(&mut self, v: &Cow<'a, str>) {
         if let Self::Tag(b) = self {
             b.append(v);

@@ -121,6 +121,18 @@ pub(crate) fn render_metrics(
         s.max_buffer_bytes as u64,
     );
     metric(
+        "vigil_decode_slots",
+        "gauge",
+        "Writes that may be decoded at once (--decoders).",
+        s.decode_slots as u64,
+    );
+    metric(
+        "vigil_decode_slots_busy",
+        "gauge",
+        "Decode slots taken by writes being decoded or by a flush.",
+        s.decode_slots_busy as u64,
+    );
+    metric(
         "vigil_wal_durable_lsn",
         "gauge",
         "Highest durable WAL sequence number.",

@@ -381,6 +381,8 @@ async fn health_and_metrics() {
             .starts_with("text/plain")
     );
     assert!(body.contains("vigil_rows_written_total 1"), "{body}");
+    // The write's decode slot is given back before it is acknowledged.
+    assert!(body.contains("vigil_decode_slots_busy 0"), "{body}");
     assert!(
         body.contains("vigil_http_writes_total{outcome=\"ok\"} 1"),
         "{body}"

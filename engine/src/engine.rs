@@ -153,6 +153,10 @@ pub struct EngineStats {
     pub buffered_bytes: usize,
     pub flushing_bytes: usize,
     pub max_buffer_bytes: usize,
+    /// Decode slots ([`Engine::decode_slot`]) and how many are taken (by writes being
+    /// decoded, or a flush).
+    pub decode_slots: usize,
+    pub decode_slots_busy: usize,
     pub wal_durable_lsn: u64,
     pub checkpoint_lsn: u64,
     pub parquet_files: usize,
@@ -1090,6 +1094,11 @@ impl Inner {
             buffered_bytes,
             flushing_bytes,
             max_buffer_bytes: self.config.max_buffer_bytes,
+            decode_slots: self.config.decoders,
+            decode_slots_busy: self
+                .config
+                .decoders
+                .saturating_sub(self.decode_slots.available_permits()),
             wal_durable_lsn: self.wal.durable_lsn(),
             checkpoint_lsn,
             parquet_files,

@@ -425,3 +425,45 @@ fn hosts_in(text: &str, column: usize) -> Vec<&str> {
         .filter(|h| h.starts_with('h') && *h != "host")
         .collect()
 }
+
+#[tokio::test]
+async fn decode_slots_admit_that_many_writes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(
+        Engine::open(
+            EngineConfig {
+                decoders: 2,
+                background_flush: false,
+                ..config(dir.path())
+            },
+            Arc::new(MockTimeProvider::new(NOW)),
+        )
+        .unwrap(),
+    );
+    let first = engine.decode_slot().await.unwrap();
+    let second = engine.decode_slot().await.unwrap();
+    assert_eq!(engine.stats().decode_slots_busy, 2);
+    // A third writer waits until a slot is given back.
+    let waiting = tokio::spawn({
+        let engine = Arc::clone(&engine);
+        async move { engine.decode_slot().await.map(|_| ()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "a third decode ran beside two");
+    drop(first);
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting writer got the freed slot")
+        .unwrap()
+        .unwrap();
+    drop(second);
+    assert_eq!(engine.stats().decode_slots_busy, 0);
+    assert!(
+        EngineConfig {
+            decoders: 0,
+            ..config(dir.path())
+        }
+        .validate()
+        .is_err()
+    );
+}

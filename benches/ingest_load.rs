@@ -26,6 +26,9 @@
 //! in flight) and another over HTTP with the same data and connection count, then measures
 //! the server's resident memory with `--idle` connected agents that send nothing and its
 //! peak with `--active` agents loading it.
+//!
+//! `VIGIL_BENCH_SERVER_LOG=FILE` keeps the server's log (level info: flushes with their rows and
+//! duration) in `FILE`; each server started rewrites it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -496,7 +499,6 @@ fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
         .local_addr()?
         .port();
     let quic = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    // `VIGIL_BENCH_SERVER_LOG=FILE` keeps the server's log (level info) for a look at flushes.
     let log = std::env::var_os("VIGIL_BENCH_SERVER_LOG");
     let child: Child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])

@@ -230,6 +230,45 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A client endpoint bound to `bind` using `config` for its connections, with the
+/// socket buffers of a server's.
+pub fn client_endpoint(bind: SocketAddr, config: quinn::ClientConfig) -> std::io::Result<Endpoint> {
+    let socket = udp_socket(bind)?;
+    let mut endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Bytes the kernel may queue on an endpoint's UDP socket each way.
+///
+/// Linux's default (208 KiB) holds about 140 full-size packets: a burst from many agents
+/// overflows it, the kernel drops the rest, and QUIC takes the drops for congestion and
+/// slows every sender down. Linux caps the request at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    for (what, set) in [
+        (
+            "receive",
+            Socket::set_recv_buffer_size as fn(&Socket, usize) -> _,
+        ),
+        ("send", Socket::set_send_buffer_size),
+    ] {
+        if let Err(e) = set(&socket, SOCKET_BUFFER) {
+            tracing::warn!(%addr, "could not enlarge the UDP {what} buffer: {e}");
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// The QUIC listener: bound, not yet accepting.
 pub struct QuicServer {
     endpoint: Endpoint,
@@ -292,10 +331,18 @@ impl QuicServer {
                     .map_err(|e| QuicError::Tls(format!("idle timeout: {e}")))?,
             ));
         server.transport_config(Arc::new(transport));
-        let endpoint = Endpoint::server(server, config.addr).map_err(|source| QuicError::Bind {
+        let bind_err = |source| QuicError::Bind {
             addr: config.addr,
             source,
-        })?;
+        };
+        let socket = udp_socket(config.addr).map_err(bind_err)?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         Ok(Self {
             endpoint,
             engine,

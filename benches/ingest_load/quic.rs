@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use vigil_api::protocol::{self, Format, Frame, Precision};
-use vigil_api::quic::{client_config, read_frame, write_frame};
+use vigil_api::quic::{client_config, client_endpoint, read_frame, write_frame};
 
 use super::{
     LoadArgs, Report, RssSampler, load_server, mpmc, progress_bar, read_batches, spawn_vigil,
@@ -92,8 +92,7 @@ fn current_rss(pid: u32) -> Option<u64> {
 
 fn endpoint(data_dir: &Path) -> anyhow::Result<quinn::Endpoint> {
     let config = client_config(&data_dir.join("tls/server.crt"), protocol::ALPN, None)?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(config);
+    let endpoint = client_endpoint("127.0.0.1:0".parse()?, config)?;
     Ok(endpoint)
 }
 

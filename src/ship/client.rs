@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use quinn::{Endpoint, VarInt};
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
-use vigil_api::quic::{client_config, read_frame, write_frame};
+use vigil_api::quic::{client_config, client_endpoint, read_frame, write_frame};
 
 use super::Stats;
 use super::spool::Spool;
@@ -50,9 +50,7 @@ pub(crate) fn endpoint(ca: &Path, server: SocketAddr) -> anyhow::Result<Endpoint
     } else {
         "0.0.0.0:0".parse()?
     };
-    let mut endpoint = Endpoint::client(bind).context("opening a UDP socket")?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
+    client_endpoint(bind, config).context("opening a UDP socket")
 }
 
 impl Client {

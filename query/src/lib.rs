@@ -21,6 +21,7 @@ mod last_value;
 mod lifecycle;
 mod newest_first;
 mod prune;
+mod reader;
 mod recurrence;
 mod scan;
 mod session;

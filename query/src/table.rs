@@ -32,6 +32,7 @@ use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
 use crate::prune::prune_sources;
+use crate::reader::IndexedReaderFactory;
 use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
 
@@ -406,14 +407,14 @@ fn parquet_exec(
     ordering: Option<LexOrdering>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     // Footers and page indexes are cached across queries (DataFusion's file metadata
-    // cache), as ListingTable does.
+    // cache, see `reader.rs`).
     let url = ObjectStoreUrl::local_filesystem();
     let store = state.runtime_env().object_store(&url)?;
     let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
     let mut source = ParquetSource::new(Arc::clone(schema))
         .with_table_parquet_options(state.table_options().parquet.clone())
-        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-            store, cache,
+        .with_parquet_file_reader_factory(Arc::new(IndexedReaderFactory(
+            CachedParquetFileReaderFactory::new(store, cache),
         )))
         .with_enable_page_index(true);
     if let Some(p) = predicate {

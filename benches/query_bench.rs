@@ -46,6 +46,9 @@ struct Args {
     /// optimisation and physical planning, execution.
     #[arg(long)]
     phases: bool,
+    /// Threads (partitions) a query may use; default the number of cores.
+    #[arg(long)]
+    partitions: Option<usize>,
 }
 
 struct Timing {
@@ -96,6 +99,9 @@ fn main() -> anyhow::Result<()> {
         QueryConfig {
             max_rows: 1_000_000_000,
             timeout: Duration::from_secs(3600),
+            target_partitions: args
+                .partitions
+                .unwrap_or(QueryConfig::default().target_partitions),
             ..QueryConfig::default()
         },
     )?;

@@ -254,16 +254,11 @@ const SOCKET_BUFFER: usize = 4 << 20;
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    for (what, set) in [
-        (
-            "receive",
-            Socket::set_recv_buffer_size as fn(&Socket, usize) -> _,
-        ),
-        ("send", Socket::set_send_buffer_size),
-    ] {
-        if let Err(e) = set(&socket, SOCKET_BUFFER) {
-            tracing::warn!(%addr, "could not enlarge the UDP {what} buffer: {e}");
-        }
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!(%addr, "could not enlarge the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::warn!(%addr, "could not enlarge the UDP send buffer: {e}");
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -910,4 +905,39 @@ pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), Dec
             code: code::UNEXPECTED,
             message: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket asks for [`SOCKET_BUFFER`]; Linux grants up to `net.core.rmem_max` /
+    /// `wmem_max` (and reports twice the granted size, for its bookkeeping).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn udp_sockets_get_large_buffers() {
+        let limit = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let socket = udp_socket(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let socket = socket2::SockRef::from(&socket);
+        let default = limit("rmem_default");
+        let receive = socket.recv_buffer_size().unwrap();
+        assert!(
+            receive >= SOCKET_BUFFER.min(limit("rmem_max")),
+            "receive buffer {receive} bytes"
+        );
+        assert!(
+            receive > default,
+            "receive buffer {receive} bytes, default {default}"
+        );
+        let send = socket.send_buffer_size().unwrap();
+        assert!(
+            send >= SOCKET_BUFFER.min(limit("wmem_max")),
+            "send buffer {send} bytes"
+        );
+    }
 }

@@ -11,15 +11,23 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use vigil_engine::TIME_COLUMN;
 
 use crate::table::Source;
 
-struct Stats<'a>(&'a [Source]);
+/// Time range and row count of a container: a source, or a row group of a file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeRange {
+    pub(crate) min: i64,
+    pub(crate) max: i64,
+    pub(crate) rows: u64,
+}
 
-impl Stats<'_> {
-    fn times(&self, column: &Column, f: impl Fn(&Source) -> i64) -> Option<ArrayRef> {
+struct Stats(Vec<TimeRange>);
+
+impl Stats {
+    fn times(&self, column: &Column, f: impl Fn(&TimeRange) -> i64) -> Option<ArrayRef> {
         (column.name == TIME_COLUMN).then(|| {
             Arc::new(
                 TimestampNanosecondArray::from_iter_values(self.0.iter().map(f))
@@ -29,13 +37,13 @@ impl Stats<'_> {
     }
 }
 
-impl PruningStatistics for Stats<'_> {
+impl PruningStatistics for Stats {
     fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.times(column, |s| s.min_time)
+        self.times(column, |r| r.min)
     }
 
     fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.times(column, |s| s.max_time)
+        self.times(column, |r| r.max)
     }
 
     fn num_containers(&self) -> usize {
@@ -49,7 +57,7 @@ impl PruningStatistics for Stats<'_> {
 
     fn row_counts(&self) -> Option<ArrayRef> {
         Some(Arc::new(UInt64Array::from_iter_values(
-            self.0.iter().map(|s| s.rows),
+            self.0.iter().map(|r| r.rows),
         )))
     }
 
@@ -58,19 +66,39 @@ impl PruningStatistics for Stats<'_> {
     }
 }
 
+/// `predicate` as a test of time ranges; `None` when it cannot rule any range out.
+pub(crate) fn time_pruning(
+    predicate: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> Option<Arc<PruningPredicate>> {
+    PruningPredicateBuilder::new()
+        .with_file_schema(Arc::clone(schema))
+        .build(Arc::clone(predicate))
+}
+
+/// For each of `ranges`, whether it may hold rows matching `pruning`.
+pub(crate) fn may_match(pruning: &PruningPredicate, ranges: Vec<TimeRange>) -> Result<Vec<bool>> {
+    pruning.prune(&Stats(ranges))
+}
+
 /// The sources that may hold rows matching `predicate`.
 pub(crate) fn prune_sources(
     predicate: &Arc<dyn PhysicalExpr>,
     schema: &SchemaRef,
     sources: Vec<Source>,
 ) -> Result<Vec<Source>> {
-    let Some(pruning) = PruningPredicateBuilder::new()
-        .with_file_schema(Arc::clone(schema))
-        .build(Arc::clone(predicate))
-    else {
+    let Some(pruning) = time_pruning(predicate, schema) else {
         return Ok(sources);
     };
-    let keep = pruning.prune(&Stats(&sources))?;
+    let ranges = sources
+        .iter()
+        .map(|s| TimeRange {
+            min: s.min_time,
+            max: s.max_time,
+            rows: s.rows,
+        })
+        .collect();
+    let keep = may_match(&pruning, ranges)?;
     Ok(sources
         .into_iter()
         .zip(keep)

@@ -31,8 +31,8 @@ use datafusion::physical_plan::union::UnionExec;
 use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
-use crate::prune::prune_sources;
-use crate::reader::IndexedReaderFactory;
+use crate::prune::{prune_sources, time_pruning};
+use crate::reader::{IndexedReaderFactory, time_span};
 use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
 
@@ -296,8 +296,18 @@ pub(crate) fn plan_scan(
     if !plain_files.is_empty() {
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(plain_files.len())];
         let n = groups.len();
+        // With a time filter, each file is read over the byte range of the row groups it
+        // keeps (when its metadata is cached), so that only large scans are split.
+        let time_filter = predicate.as_ref().and_then(|p| time_pruning(p, &schema));
+        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
-            groups[i % n].push(partitioned_file(f));
+            let mut file = partitioned_file(f);
+            if let Some(pruning) = &time_filter
+                && let Some(span) = time_span(cache.as_ref(), &file, pruning)?
+            {
+                file = file.with_range(span.start, span.end);
+            }
+            groups[i % n].push(file);
         }
         // No predicate of our own here: the filters reach these files through DataFusion's
         // physical filter pushdown (the `FilterExec` above moves into the Parquet source),

@@ -39,3 +39,46 @@ async fn the_metadata_cache_keeps_each_files_page_index() {
         assert!(entry.hits >= 1, "{path}: the second query read the cache");
     }
 }
+
+/// With the metadata cached, a time-filtered scan reads only the byte range of the row
+/// groups that its time range keeps, and answers as before.
+#[tokio::test]
+async fn a_time_filter_narrows_the_scan_to_its_row_groups() {
+    let s = Store::default();
+    let mut body = String::new();
+    for i in 0..40_i64 {
+        body.push_str(&format!(
+            "cpu,host=h{} v={i}i {}\n",
+            i % 3,
+            i * 1_000_000_000
+        ));
+    }
+    s.write_lines(&body).await.unwrap();
+    s.engine.flush().unwrap();
+    let sql = "SELECT count(*) AS n, sum(v) AS s FROM cpu WHERE time >= '1970-01-01T00:00:30Z'";
+    let text = |b: &[arrow::array::RecordBatch]| {
+        arrow::util::pretty::pretty_format_batches(b)
+            .unwrap()
+            .to_string()
+    };
+    // The first query opens the file (and caches its metadata); the second plans with it.
+    let cold = text(&s.query.collect(sql).await.unwrap());
+    let warm = text(&s.query.collect(sql).await.unwrap());
+    assert_eq!(cold, warm);
+    assert!(warm.contains("| 10 | 345 |"), "{warm}");
+    let plan = text(&s.query.collect(&format!("EXPLAIN {sql}")).await.unwrap());
+    let file = plan
+        .split_whitespace()
+        .find(|w| w.contains(".parquet:"))
+        .unwrap_or_else(|| panic!("no file range in the plan: {plan}"));
+    let range = file
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches([']', '}', ',']);
+    let (start, end) = range.split_once("..").unwrap();
+    let number = |n: &str| -> u64 { n.parse().unwrap_or_else(|e| panic!("{file}: {e}")) };
+    let (start, end) = (number(start), number(end));
+    assert!(start > 4, "the range skips the early row groups: {file}");
+    assert!(end > start, "{file}");
+}

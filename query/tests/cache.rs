@@ -2,8 +2,9 @@
 
 use crate::common::Store;
 
-#[tokio::test]
-async fn the_metadata_cache_keeps_each_files_page_index() {
+/// A store with one file: 40 rows of 3 hosts, one a second from the epoch, in row groups
+/// of 4 rows.
+async fn one_file() -> Store {
     let s = Store::default();
     let mut body = String::new();
     for i in 0..40_i64 {
@@ -15,6 +16,12 @@ async fn the_metadata_cache_keeps_each_files_page_index() {
     }
     s.write_lines(&body).await.unwrap();
     s.engine.flush().unwrap();
+    s
+}
+
+#[tokio::test]
+async fn the_metadata_cache_keeps_each_files_page_index() {
+    let s = one_file().await;
     // A time filter that the page index can answer, twice: the second query opens the
     // file from the cache.
     let sql = "SELECT count(*) FROM cpu WHERE time >= '1970-01-01T00:00:10Z' AND host = 'h1'";
@@ -44,17 +51,7 @@ async fn the_metadata_cache_keeps_each_files_page_index() {
 /// groups that its time range keeps, and answers as before.
 #[tokio::test]
 async fn a_time_filter_narrows_the_scan_to_its_row_groups() {
-    let s = Store::default();
-    let mut body = String::new();
-    for i in 0..40_i64 {
-        body.push_str(&format!(
-            "cpu,host=h{} v={i}i {}\n",
-            i % 3,
-            i * 1_000_000_000
-        ));
-    }
-    s.write_lines(&body).await.unwrap();
-    s.engine.flush().unwrap();
+    let s = one_file().await;
     let sql = "SELECT count(*) AS n, sum(v) AS s FROM cpu WHERE time >= '1970-01-01T00:00:30Z'";
     let text = |b: &[arrow::array::RecordBatch]| {
         arrow::util::pretty::pretty_format_batches(b)

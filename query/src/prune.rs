@@ -81,15 +81,11 @@ pub(crate) fn may_match(pruning: &PruningPredicate, ranges: Vec<TimeRange>) -> R
     pruning.prune(&Stats(ranges))
 }
 
-/// The sources that may hold rows matching `predicate`.
+/// The sources that may hold rows matching `pruning`.
 pub(crate) fn prune_sources(
-    predicate: &Arc<dyn PhysicalExpr>,
-    schema: &SchemaRef,
+    pruning: &PruningPredicate,
     sources: Vec<Source>,
 ) -> Result<Vec<Source>> {
-    let Some(pruning) = time_pruning(predicate, schema) else {
-        return Ok(sources);
-    };
     let ranges = sources
         .iter()
         .map(|s| TimeRange {
@@ -98,7 +94,7 @@ pub(crate) fn prune_sources(
             rows: s.rows,
         })
         .collect();
-    let keep = may_match(&pruning, ranges)?;
+    let keep = may_match(pruning, ranges)?;
     Ok(sources
         .into_iter()
         .zip(keep)

@@ -236,8 +236,9 @@ pub(crate) fn plan_scan(
         .filter(|s| matches!(s.data, SourceData::File(_)))
         .count();
     let total_buffered = all.len() - total_files;
-    let sources = match &predicate {
-        Some(p) => prune_sources(p, &schema, all)?,
+    let time_filter = predicate.as_ref().and_then(|p| time_pruning(p, &schema));
+    let sources = match &time_filter {
+        Some(pruning) => prune_sources(pruning, all)?,
         None => all,
     };
     let groups = if metrics {
@@ -298,7 +299,6 @@ pub(crate) fn plan_scan(
         let n = groups.len();
         // With a time filter, each file is read over the byte range of the row groups it
         // keeps (when its metadata is cached), so that only large scans are split.
-        let time_filter = predicate.as_ref().and_then(|p| time_pruning(p, &schema));
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
             let mut file = partitioned_file(f);

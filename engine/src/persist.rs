@@ -149,17 +149,24 @@ fn writer_properties(
         nulls_first: false,
     });
     let mut props = WriterProperties::builder();
-    // Integer fields are mostly counters and gauges that move in small steps: delta
-    // encoding stores them in a few bits, where a dictionary needs log2(distinct) bits.
     for col in schema.columns() {
+        let path = ColumnPath::from(col.name.as_str());
+        // Integer fields are mostly counters and gauges that move in small steps: delta
+        // encoding stores them in a few bits, where a dictionary needs log2(distinct) bits.
         if matches!(
             col.kind,
             ColumnKind::Field(FieldType::Integer | FieldType::Unsigned)
         ) {
-            let path = ColumnPath::from(col.name.as_str());
             props = props
                 .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+                .set_column_encoding(path.clone(), Encoding::DELTA_BINARY_PACKED);
+        }
+        // Tags and time compress as well with LZ4 as with zstd (their dictionary indices
+        // and delta runs repeat byte for byte), and zstd costs every reader of a column
+        // chunk a compression and a decompression context — a tenth of a one-host query.
+        // Fields keep zstd, which saves about 15 % on them over LZ4 (docs/ingest.md).
+        if matches!(col.kind, ColumnKind::Tag | ColumnKind::Time) {
+            props = props.set_column_compression(path, Compression::LZ4_RAW);
         }
     }
     Ok(props

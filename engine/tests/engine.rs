@@ -307,6 +307,41 @@ fn sorting_columns(dir: &std::path::Path, m: &Manifest, table: &str) -> Vec<Vec<
 }
 
 #[tokio::test]
+async fn tags_and_time_are_lz4_and_fields_zstd() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    write(
+        &engine,
+        "cpu,host=a u=1i,load=0.5 10\ncpu,host=b u=2i,load=1.5 10",
+    )
+    .await
+    .unwrap();
+    engine.flush().unwrap();
+    let m = engine.manifest();
+    let file = std::fs::File::open(dir.path().join(&m.tables["cpu"].files[0].path)).unwrap();
+    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let codecs: Vec<(String, String)> = meta
+        .row_group(0)
+        .columns()
+        .iter()
+        .map(|c| (c.column_path().string(), c.compression().to_string()))
+        .collect();
+    let codec = |name: &str| {
+        codecs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("no column {name} in {codecs:?}"))
+    };
+    assert_eq!(codec("host"), "LZ4_RAW");
+    assert_eq!(codec("time"), "LZ4_RAW");
+    assert!(codec("u").starts_with("ZSTD"), "{codecs:?}");
+    assert!(codec("load").starts_with("ZSTD"), "{codecs:?}");
+    engine.shutdown().unwrap();
+}
+
+#[tokio::test]
 async fn the_first_flush_fixes_the_series_key_order_for_good() {
     let dir = tempfile::tempdir().unwrap();
     {

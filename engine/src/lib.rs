@@ -53,7 +53,7 @@ pub use payload::{
     KIND_SHIPPED_BATCHES, KIND_TABLE_BATCHES, Origin, decode as decode_payload, decode_origin,
     encode as encode_payload, encode_origin,
 };
-pub use persist::{PartitionWriter, partition_name, table_dir_name};
+pub use persist::{DATA_PAGE_ROWS, PartitionWriter, partition_name, table_dir_name};
 pub use recurrence::{
     BUCKET_NANOS, Buckets, FingerprintStats, MAX_FINGERPRINTS, MAX_LISTED, Recurrence,
     RecurrenceQuery, RecurrenceRow, RecurrenceStatus,

@@ -307,37 +307,56 @@ fn sorting_columns(dir: &std::path::Path, m: &Manifest, table: &str) -> Vec<Vec<
 }
 
 #[tokio::test]
-async fn tags_and_time_are_lz4_and_fields_zstd() {
+async fn files_use_small_pages_lz4_for_tags_and_time_and_zstd_for_fields() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
-    write(
-        &engine,
-        "cpu,host=a u=1i,load=0.5 10\ncpu,host=b u=2i,load=1.5 10",
-    )
-    .await
-    .unwrap();
+    // One series, more rows than two pages hold.
+    let rows = 2 * vigil_engine::DATA_PAGE_ROWS + 100;
+    let body: String = (0..rows)
+        .map(|i| format!("cpu,host=a u={i}i,load=0.5 {}\n", i * 1_000_000))
+        .collect();
+    write(&engine, &body).await.unwrap();
     engine.flush().unwrap();
     let m = engine.manifest();
     let file = std::fs::File::open(dir.path().join(&m.tables["cpu"].files[0].path)).unwrap();
-    let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+    let options = parquet::file::serialized_reader::ReadOptionsBuilder::new()
+        .with_page_index()
+        .build();
+    let reader =
+        parquet::file::reader::SerializedFileReader::new_with_options(file, options).unwrap();
     let meta = parquet::file::reader::FileReader::metadata(&reader);
-    let codecs: Vec<(String, String)> = meta
-        .row_group(0)
-        .columns()
-        .iter()
-        .map(|c| (c.column_path().string(), c.compression().to_string()))
-        .collect();
+    assert_eq!(meta.num_row_groups(), 1);
+    let group = meta.row_group(0);
     let codec = |name: &str| {
-        codecs
+        let column = group
+            .columns()
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_else(|| panic!("no column {name} in {codecs:?}"))
+            .find(|c| c.column_path().string() == name)
+            .unwrap_or_else(|| panic!("no column {name}"));
+        column.compression().to_string()
     };
     assert_eq!(codec("host"), "LZ4_RAW");
     assert_eq!(codec("time"), "LZ4_RAW");
-    assert!(codec("u").starts_with("ZSTD"), "{codecs:?}");
-    assert!(codec("load").starts_with("ZSTD"), "{codecs:?}");
+    assert!(codec("u").starts_with("ZSTD"), "{}", codec("u"));
+    assert!(codec("load").starts_with("ZSTD"), "{}", codec("load"));
+    // Every column's pages hold at most DATA_PAGE_ROWS rows.
+    let offsets = meta.offset_index().expect("offset index")[0].clone();
+    for (column, index) in group.columns().iter().zip(&offsets) {
+        let starts: Vec<i64> = index
+            .page_locations()
+            .iter()
+            .map(|p| p.first_row_index)
+            .chain([rows as i64])
+            .collect();
+        assert_eq!(starts.len(), 4, "{}: {starts:?}", column.column_path());
+        assert!(
+            starts
+                .windows(2)
+                .all(|w| w[1] - w[0] <= vigil_engine::DATA_PAGE_ROWS as i64),
+            "{}: {starts:?}",
+            column.column_path()
+        );
+    }
     engine.shutdown().unwrap();
 }
 

@@ -28,20 +28,40 @@ pub(crate) fn client_with_token(token: &str, timeout: Option<Duration>) -> reqwe
     b.build().unwrap()
 }
 
+/// A loopback port free for both TCP and UDP, below the kernel's ephemeral range.
+///
+/// Tests restart servers on the port they first got. A port from the ephemeral range (what
+/// binding port 0 returns) can meanwhile become the local end of some client's connection,
+/// and the restarted server then fails with "address in use". Ports below the range are
+/// never handed out that way; each call in a process returns a different one.
+fn unused_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(12000, 65535);
+    let span = low - 10000;
+    // Different test processes start at different places in the span.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = (10000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {low}");
+}
+
 pub(crate) fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unused_port()
 }
 
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unused_port()
 }
 
 impl Server {

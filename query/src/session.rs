@@ -12,7 +12,6 @@ use arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
@@ -152,15 +151,9 @@ impl QueryEngine {
             if let Some(stream) = self.newest_first(&df).await? {
                 return Ok(stream);
             }
-            // One row past the cap tells that the cap was exceeded. (EXPLAIN and
-            // DESCRIBE must stay the root of their plan.)
-            let df = match df.logical_plan() {
-                LogicalPlan::Explain(_)
-                | LogicalPlan::Analyze(_)
-                | LogicalPlan::DescribeTable(_) => df,
-                _ if self.config.max_rows >= i64::MAX as usize => df,
-                _ => df.limit(0, Some(self.config.max_rows + 1))?,
-            };
+            // The row cap is counted by `QueryStream` as rows stream out, not planned as
+            // a `LIMIT`: DataFusion turns every sort under a limit into a top-k heap of
+            // cap + 1 rows, which made ordered queries 5–10 % slower (BENCHMARKS.md).
             Ok::<_, QueryError>(df.execute_stream().await?)
         };
         let inner = tokio::time::timeout_at(deadline, plan)

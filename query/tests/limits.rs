@@ -74,6 +74,13 @@ async fn results_are_capped_in_rows() {
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::TooManyRows(10)), "{err:?}");
+    // Also when the rows come out of a sort.
+    let err = s
+        .query
+        .collect("SELECT value FROM generate_series(1, 11) ORDER BY value DESC")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::TooManyRows(10)), "{err:?}");
 }
 
 /// Dropping a query's stream (as the HTTP server does when the client goes away) stops

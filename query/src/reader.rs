@@ -7,13 +7,18 @@
 //! dropped them (a fifth of a single-host query's time). The reader here asks for the page
 //! index together with the footer, so the cache keeps both and the opener finds the index
 //! already loaded. With the metadata cached, planning can also narrow a time-filtered scan
-//! to the bytes of the row groups it needs ([`time_span`]) without any I/O.
+//! to the bytes of the row groups it needs ([`matching_span`]) without any I/O.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
+use arrow::datatypes::Schema;
+
 use bytes::Bytes;
-use datafusion::common::Result;
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -24,12 +29,10 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, RowGroupMetaData};
-use parquet::file::statistics::Statistics;
-use vigil_engine::TIME_COLUMN;
-
-use crate::prune::{TimeRange, may_match};
+use parquet::schema::types::SchemaDescriptor;
 
 /// [`CachedParquetFileReaderFactory`] whose readers load the page index with the footer.
 #[derive(Debug)]
@@ -79,51 +82,42 @@ impl AsyncFileReader for IndexedReader {
     }
 }
 
-/// The byte range of `file` that holds its row groups whose time range may match
-/// `pruning`, when the file's metadata is in `cache` (else `None`: the whole file).
+/// The byte range of `file` that holds its row groups whose statistics may match
+/// `pruning` (the scan's filter), when the file's metadata is in `cache` (else `None`: the
+/// whole file).
 ///
 /// DataFusion splits a file scan into byte ranges, one per partition, when the bytes to read
 /// reach `datafusion.optimizer.repartition_file_min_size` (10 MB), and each partition then
-/// opens the file and prunes every row group again. Given the range of the row groups a
-/// query's time filter keeps, it splits only scans that are large, and the partitions of a
-/// split share out those row groups alone. A row group belongs to the range that holds the
+/// opens the file and prunes every row group again. Given the range of the row groups the
+/// filter keeps, it splits only scans that are large, and the partitions of a split share
+/// out those row groups alone; a scan of one row group (one host's hour) runs in one
+/// partition that opens the file once. A row group belongs to the range that holds the
 /// offset of its first page (as DataFusion's opener decides), so the range runs from the
 /// first kept row group's first page to the first page of the row group after the last kept
 /// one (or the end of the file); row groups follow each other in the file in index order,
-/// and those in between that the filter rules out are skipped by the opener as before.
-pub(crate) fn time_span(
+/// and those in between that the filter rules out are skipped by the opener as before. The
+/// opener prunes with the same filter and statistics, so the range never drops a row group
+/// it would have read.
+pub(crate) fn matching_span(
     cache: &FileMetadataCache,
     file: &PartitionedFile,
     pruning: &PruningPredicate,
+    schema: &Schema,
 ) -> Result<Option<Range<i64>>> {
     let Some(metadata) = cached_metadata(cache, file) else {
         return Ok(None);
     };
     let groups = metadata.row_groups();
-    let Some(time) = metadata
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().parts() == [TIME_COLUMN])
-    else {
+    let stats = RowGroupStats {
+        groups,
+        schema,
+        parquet: metadata.file_metadata().schema_descr(),
+    };
+    // Statistics the predicate cannot use (a type it cannot compare, say) read the whole
+    // file, as before: the opener prunes on its own.
+    let Ok(keep) = pruning.prune(&stats) else {
         return Ok(None);
     };
-    let mut ranges = Vec::with_capacity(groups.len());
-    for rg in groups {
-        let Some(Statistics::Int64(stats)) = rg.column(time).statistics() else {
-            return Ok(None);
-        };
-        let (Some(&min), Some(&max)) = (stats.min_opt(), stats.max_opt()) else {
-            return Ok(None);
-        };
-        ranges.push(TimeRange {
-            min,
-            max,
-            rows: rg.num_rows().max(0) as u64,
-        });
-    }
-    let keep = may_match(pruning, ranges)?;
     let first_page = |rg: &RowGroupMetaData| {
         let col = rg.column(0);
         col.dictionary_page_offset()
@@ -138,6 +132,49 @@ pub(crate) fn time_span(
         .map(first_page)
         .unwrap_or(file.object_meta.size as i64);
     Ok(Some(first_page(&groups[first])..end))
+}
+
+/// The row groups of a file as containers for [`PruningPredicate`], with the columns of the
+/// table's schema (a column the file lacks has unknown statistics).
+struct RowGroupStats<'a> {
+    groups: &'a [RowGroupMetaData],
+    schema: &'a Schema,
+    parquet: &'a SchemaDescriptor,
+}
+
+impl RowGroupStats<'_> {
+    fn converter(&self, column: &Column) -> Option<StatisticsConverter<'_>> {
+        StatisticsConverter::try_new(&column.name, self.schema, self.parquet).ok()
+    }
+}
+
+impl PruningStatistics for RowGroupStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.converter(column)?.row_group_mins(self.groups).ok()
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.converter(column)?.row_group_maxes(self.groups).ok()
+    }
+
+    fn num_containers(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let counts = self.converter(column)?.row_group_null_counts(self.groups);
+        counts.ok().map(|c| Arc::new(c) as ArrayRef)
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(Arc::new(UInt64Array::from_iter_values(
+            self.groups.iter().map(|g| g.num_rows().max(0) as u64),
+        )))
+    }
+
+    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
 }
 
 /// The Parquet metadata of `file` if the cache holds it for this version of the file.

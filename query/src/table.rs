@@ -32,7 +32,7 @@ use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
 use crate::prune::{prune_sources, time_pruning};
-use crate::reader::{IndexedReaderFactory, time_span};
+use crate::reader::{IndexedReaderFactory, matching_span};
 use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
 
@@ -297,13 +297,14 @@ pub(crate) fn plan_scan(
     if !plain_files.is_empty() {
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(plain_files.len())];
         let n = groups.len();
-        // With a time filter, each file is read over the byte range of the row groups it
-        // keeps (when its metadata is cached), so that only large scans are split.
+        // With a filter, each file is read over the byte range of the row groups whose
+        // statistics it may match (when its metadata is cached), so that only large scans
+        // are split.
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
             let mut file = partitioned_file(f);
             if let Some(pruning) = &time_filter
-                && let Some(span) = time_span(cache.as_ref(), &file, pruning)?
+                && let Some(span) = matching_span(cache.as_ref(), &file, pruning, &schema)?
             {
                 file = file.with_range(span.start, span.end);
             }

@@ -103,7 +103,7 @@ pub(crate) fn matching_span(
     file: &PartitionedFile,
     pruning: &PruningPredicate,
     schema: &Schema,
-) -> Result<Option<Range<i64>>> {
+) -> Result<Option<Span>> {
     let Some(metadata) = cached_metadata(cache, file) else {
         return Ok(None);
     };
@@ -125,13 +125,30 @@ pub(crate) fn matching_span(
     };
     let (Some(first), Some(last)) = (keep.iter().position(|&k| k), keep.iter().rposition(|&k| k))
     else {
-        return Ok(Some(0..0));
+        return Ok(Some(Span {
+            bytes: 0..0,
+            row_groups: 0,
+            total_row_groups: groups.len(),
+        }));
     };
     let end = groups
         .get(last + 1)
         .map(first_page)
         .unwrap_or(file.object_meta.size as i64);
-    Ok(Some(first_page(&groups[first])..end))
+    Ok(Some(Span {
+        bytes: first_page(&groups[first])..end,
+        row_groups: last + 1 - first,
+        total_row_groups: groups.len(),
+    }))
+}
+
+/// What [`matching_span`] keeps of a file.
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    pub(crate) bytes: Range<i64>,
+    /// Row groups in `bytes` (those the filter may match, and any between them).
+    pub(crate) row_groups: usize,
+    pub(crate) total_row_groups: usize,
 }
 
 /// The row groups of a file as containers for [`PruningPredicate`], with the columns of the

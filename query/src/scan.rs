@@ -28,6 +28,10 @@ pub(crate) struct ScanInfo {
     pub(crate) buffered: usize,
     pub(crate) total_buffered: usize,
     pub(crate) dedup_groups: usize,
+    /// Row groups of the plain files planned with their metadata cached: in the byte range
+    /// each file is read over, and in all ([`crate::reader::matching_span`]).
+    pub(crate) row_groups: usize,
+    pub(crate) total_row_groups: usize,
     /// Read from the last-value cache: this many series, newest per these tags.
     pub(crate) last_values: Option<(usize, Option<Vec<String>>)>,
 }
@@ -41,6 +45,8 @@ impl ScanInfo {
             buffered: 0,
             total_buffered: 0,
             dedup_groups: 0,
+            row_groups: 0,
+            total_row_groups: 0,
             last_values: Some((series, group_by)),
         }
     }
@@ -103,7 +109,15 @@ impl DisplayAs for VigilScanExec {
             i.total_buffered,
             i.total_buffered - i.buffered,
             i.dedup_groups
-        )
+        )?;
+        if i.total_row_groups > 0 {
+            write!(
+                f,
+                ", row_groups={} of {} in range",
+                i.row_groups, i.total_row_groups
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -261,7 +261,7 @@ pub(crate) fn plan_scan(
             dedup.push(group);
         }
     }
-    let info = ScanInfo {
+    let mut info = ScanInfo {
         table: snapshot.name.clone(),
         files: plain_files.len()
             + dedup
@@ -278,6 +278,8 @@ pub(crate) fn plan_scan(
                 .count(),
         total_buffered,
         dedup_groups: dedup.len(),
+        row_groups: 0,
+        total_row_groups: 0,
         last_values: None,
     };
     let mut leases: Vec<Arc<DataFile>> = plain_files.clone();
@@ -306,7 +308,9 @@ pub(crate) fn plan_scan(
             if let Some(pruning) = &time_filter
                 && let Some(span) = matching_span(cache.as_ref(), &file, pruning, &schema)?
             {
-                file = file.with_range(span.start, span.end);
+                file = file.with_range(span.bytes.start, span.bytes.end);
+                info.row_groups += span.row_groups;
+                info.total_row_groups += span.total_row_groups;
             }
             groups[i % n].push(file);
         }

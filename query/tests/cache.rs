@@ -53,6 +53,15 @@ fn text(batches: &[arrow::array::RecordBatch]) -> String {
         .to_string()
 }
 
+/// The answer to `sql` run twice: the first run opens the file (and caches its metadata),
+/// the second plans with the cached metadata and must answer the same.
+async fn cold_then_warm(s: &Store, sql: &str) -> String {
+    let cold = text(&s.query.collect(sql).await.unwrap());
+    let warm = text(&s.query.collect(sql).await.unwrap());
+    assert_eq!(cold, warm);
+    warm
+}
+
 /// The byte range of the one file that `EXPLAIN sql` shows.
 async fn planned_range(s: &Store, sql: &str) -> (u64, u64) {
     let plan = text(&s.query.collect(&format!("EXPLAIN {sql}")).await.unwrap());
@@ -76,11 +85,8 @@ async fn planned_range(s: &Store, sql: &str) -> (u64, u64) {
 async fn a_time_filter_narrows_the_scan_to_its_row_groups() {
     let s = one_file().await;
     let sql = "SELECT count(*) AS n, sum(v) AS s FROM cpu WHERE time >= '1970-01-01T00:00:30Z'";
-    // The first query opens the file (and caches its metadata); the second plans with it.
-    let cold = text(&s.query.collect(sql).await.unwrap());
-    let warm = text(&s.query.collect(sql).await.unwrap());
-    assert_eq!(cold, warm);
-    assert!(warm.contains("| 10 | 345 |"), "{warm}");
+    let answer = cold_then_warm(&s, sql).await;
+    assert!(answer.contains("| 10 | 345 |"), "{answer}");
     let (start, end) = planned_range(&s, sql).await;
     assert!(
         start > 4,
@@ -95,11 +101,9 @@ async fn a_time_filter_narrows_the_scan_to_its_row_groups() {
 async fn a_host_filter_narrows_the_scan_to_its_row_groups() {
     let s = one_file().await;
     let sql = "SELECT count(*) AS n, sum(v) AS s FROM cpu WHERE host = 'h2'";
-    let cold = text(&s.query.collect(sql).await.unwrap());
-    let warm = text(&s.query.collect(sql).await.unwrap());
-    assert_eq!(cold, warm);
+    let answer = cold_then_warm(&s, sql).await;
     // v = i for i = 2, 5, ..., 38.
-    assert!(warm.contains("| 13 | 260 |"), "{warm}");
+    assert!(answer.contains("| 13 | 260 |"), "{answer}");
     let (start, end) = planned_range(&s, sql).await;
     assert!(
         start > 4,

@@ -6,8 +6,8 @@
 //! and every query parsed the column and offset indexes of every file it opened again and
 //! dropped them (a fifth of a single-host query's time). The reader here asks for the page
 //! index together with the footer, so the cache keeps both and the opener finds the index
-//! already loaded. With the metadata cached, planning can also narrow a time-filtered scan
-//! to the bytes of the row groups it needs ([`matching_span`]) without any I/O.
+//! already loaded. With the metadata cached, planning can also narrow a filtered scan to
+//! the bytes of the row groups it needs ([`matching_span`]) without any I/O.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::Schema;
-
 use bytes::Bytes;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, Result, ScalarValue};

@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use vigil_api::protocol::{self, Format, Frame, Precision, code};
 use vigil_api::quic::{client_config, read_frame, write_frame};
 
-use crate::server::{Server, free_port, free_udp_port};
+use crate::server::{Server, free_port};
 
 fn client(data_dir: &Path, alpn: &[u8]) -> quinn::Endpoint {
     client_with(data_dir, alpn, None)
@@ -313,7 +313,7 @@ async fn ship_delivers_every_line_once_through_server_and_agent_kills() {
     }
     std::fs::write(&file, text).unwrap();
     let spool = work.path().join("spool");
-    let (port, quic_port) = (free_port(), free_udp_port());
+    let (port, quic_port) = (free_port(), free_port());
     // Small buffers so that the kills also hit flushes and checkpoints.
     let args = ["--flush-size", "4MiB", "--flush-age", "1s"];
     let mut server = Server::start_with_quic(dir.path(), port, quic_port, &args).await;

@@ -34,7 +34,7 @@ pub(crate) fn client_with_token(token: &str, timeout: Option<Duration>) -> reqwe
 /// binding port 0 returns) can meanwhile become the local end of some client's connection,
 /// and the restarted server then fails with "address in use". Ports below the range are
 /// never handed out that way; each call in a process returns a different one.
-fn unused_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -56,18 +56,10 @@ fn unused_port() -> u16 {
     panic!("no free loopback port below {low}");
 }
 
-pub(crate) fn free_udp_port() -> u16 {
-    unused_port()
-}
-
-pub(crate) fn free_port() -> u16 {
-    unused_port()
-}
-
 impl Server {
     /// Starts `vigil serve` and waits until `/health` answers.
     pub(crate) async fn start(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
-        Self::start_with_quic(data_dir, port, free_udp_port(), extra).await
+        Self::start_with_quic(data_dir, port, free_port(), extra).await
     }
 
     /// [`Server::start`] with QUIC on `quic_port`.

@@ -16,12 +16,12 @@ use vigil_engine::TIME_COLUMN;
 
 use crate::table::Source;
 
-/// Time range and row count of a container: a source, or a row group of a file.
+/// Time range and row count of a source.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TimeRange {
-    pub(crate) min: i64,
-    pub(crate) max: i64,
-    pub(crate) rows: u64,
+struct TimeRange {
+    min: i64,
+    max: i64,
+    rows: u64,
 }
 
 struct Stats(Vec<TimeRange>);
@@ -66,19 +66,16 @@ impl PruningStatistics for Stats {
     }
 }
 
-/// `predicate` as a test of time ranges; `None` when it cannot rule any range out.
-pub(crate) fn time_pruning(
+/// `predicate` as a test of statistics: of sources' time ranges here, and of row groups'
+/// column statistics in [`crate::reader::matching_span`]; `None` when it cannot rule any
+/// container out.
+pub(crate) fn pruning_predicate(
     predicate: &Arc<dyn PhysicalExpr>,
     schema: &SchemaRef,
 ) -> Option<Arc<PruningPredicate>> {
     PruningPredicateBuilder::new()
         .with_file_schema(Arc::clone(schema))
         .build(Arc::clone(predicate))
-}
-
-/// For each of `ranges`, whether it may hold rows matching `pruning`.
-pub(crate) fn may_match(pruning: &PruningPredicate, ranges: Vec<TimeRange>) -> Result<Vec<bool>> {
-    pruning.prune(&Stats(ranges))
 }
 
 /// The sources that may hold rows matching `pruning`.
@@ -94,7 +91,7 @@ pub(crate) fn prune_sources(
             rows: s.rows,
         })
         .collect();
-    let keep = may_match(pruning, ranges)?;
+    let keep = pruning.prune(&Stats(ranges))?;
     Ok(sources
         .into_iter()
         .zip(keep)

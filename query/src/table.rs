@@ -31,7 +31,7 @@ use datafusion::physical_plan::union::UnionExec;
 use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
-use crate::prune::{prune_sources, time_pruning};
+use crate::prune::{prune_sources, pruning_predicate};
 use crate::reader::{IndexedReaderFactory, matching_span};
 use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
@@ -236,8 +236,10 @@ pub(crate) fn plan_scan(
         .filter(|s| matches!(s.data, SourceData::File(_)))
         .count();
     let total_buffered = all.len() - total_files;
-    let time_filter = predicate.as_ref().and_then(|p| time_pruning(p, &schema));
-    let sources = match &time_filter {
+    let pruning = predicate
+        .as_ref()
+        .and_then(|p| pruning_predicate(p, &schema));
+    let sources = match &pruning {
         Some(pruning) => prune_sources(pruning, all)?,
         None => all,
     };
@@ -305,7 +307,7 @@ pub(crate) fn plan_scan(
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
             let mut file = partitioned_file(f);
-            if let Some(pruning) = &time_filter
+            if let Some(pruning) = &pruning
                 && let Some(span) = matching_span(cache.as_ref(), &file, pruning, &schema)?
             {
                 file = file.with_range(span.bytes.start, span.bytes.end);

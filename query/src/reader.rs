@@ -1,6 +1,12 @@
-//! Parquet files opened through DataFusion's file metadata cache with their page index.
+//! Parquet files read from memory maps, with their metadata and page index cached.
 //!
-//! DataFusion's Parquet opener asks its reader for the footer alone
+//! Reads: a store file is mapped into memory when a scan first reads it ([`LocalFile`],
+//! shared by the partitions that read ranges of it), and every column chunk the decoder
+//! asks for is a slice of the mapping. DataFusion's own reader asks the object store for
+//! each set of ranges, which copies them out of the page cache on a blocking thread (a
+//! thread hand-off and a copy for every row group a query opens).
+//!
+//! Metadata: DataFusion's Parquet opener asks its reader for the footer alone
 //! (`PageIndexPolicy::Skip`) and, when the predicate can use pages, reads and parses the
 //! page index afterwards itself, outside the cache. The cache then only ever holds footers,
 //! and every query parsed the column and offset indexes of every file it opened again and
@@ -10,8 +16,10 @@
 //! the bytes of the row groups it needs ([`matching_span`]) without any I/O.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::ops::Range;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::Schema;
@@ -20,9 +28,12 @@ use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
+use datafusion::datasource::physical_plan::parquet::ParquetFileMetrics;
+use datafusion::datasource::physical_plan::parquet::metadata::{
+    CachedParquetMetaData, DFParquetMetadata,
+};
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use datafusion::object_store::ObjectStore;
 use datafusion::physical_optimizer::pruning::PruningPredicate;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::FutureExt;
@@ -30,54 +41,141 @@ use futures::future::BoxFuture;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, RowGroupMetaData};
 use parquet::schema::types::SchemaDescriptor;
 
-/// [`CachedParquetFileReaderFactory`] whose readers load the page index with the footer.
+/// A data file of the store, attached to each [`PartitionedFile`] of a scan
+/// ([`PartitionedFile::with_extension`]) and mapped into memory on its first read.
 #[derive(Debug)]
-pub(crate) struct IndexedReaderFactory(pub(crate) CachedParquetFileReaderFactory);
+pub(crate) struct LocalFile {
+    path: PathBuf,
+    map: OnceLock<std::result::Result<Bytes, String>>,
+}
 
-impl ParquetFileReaderFactory for IndexedReaderFactory {
-    fn create_reader(
-        &self,
-        partition_index: usize,
-        partitioned_file: PartitionedFile,
-        metadata_size_hint: Option<usize>,
-        metrics: &ExecutionPlanMetricsSet,
-    ) -> Result<Box<dyn AsyncFileReader + Send>> {
-        let inner = self.0.create_reader(
-            partition_index,
-            partitioned_file,
-            metadata_size_hint,
-            metrics,
-        )?;
-        Ok(Box::new(IndexedReader(inner)))
+impl LocalFile {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            map: OnceLock::new(),
+        }
+    }
+
+    /// Bytes `range` of the file, without copying.
+    fn bytes(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        let map = self.map.get_or_init(|| map_file(&self.path));
+        let map = map.as_ref().map_err(|e| ParquetError::General(e.clone()))?;
+        match (usize::try_from(range.start), usize::try_from(range.end)) {
+            (Ok(start), Ok(end)) if start <= end && end <= map.len() => Ok(map.slice(start..end)),
+            _ => Err(ParquetError::General(format!(
+                "{}: bytes {}..{} are past the end of the file ({} bytes); was it changed \
+                 outside Vigil?",
+                self.path.display(),
+                range.start,
+                range.end,
+                map.len()
+            ))),
+        }
     }
 }
 
-struct IndexedReader(Box<dyn AsyncFileReader + Send>);
+fn map_file(path: &Path) -> std::result::Result<Bytes, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: a data file is written under a temporary name, fsynced and renamed into
+    // place, and never written again; compaction and retention unlink it only when no
+    // scan holds it (and pages of an unlinked file stay mapped). Only this process, which
+    // holds the data directory's lock, writes the store.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| format!("{}: cannot map: {e}", path.display()))?;
+    Ok(Bytes::from_owner(map))
+}
 
-impl AsyncFileReader for IndexedReader {
+/// Readers over [`LocalFile`] mappings, with footers and page indexes from (and into)
+/// DataFusion's file metadata cache.
+#[derive(Debug)]
+pub(crate) struct MappedReaderFactory {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) cache: Arc<FileMetadataCache>,
+}
+
+impl ParquetFileReaderFactory for MappedReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let location = file.object_meta.location.as_ref();
+        let metrics = ParquetFileMetrics::new(partition_index, location, metrics);
+        let Some(local) = file.extensions.get_arc::<LocalFile>() else {
+            return datafusion::common::internal_err!("{location} is not a file of the store");
+        };
+        Ok(Box::new(MappedReader {
+            metrics,
+            local,
+            file,
+            store: Arc::clone(&self.store),
+            cache: Arc::clone(&self.cache),
+            metadata_size_hint,
+        }))
+    }
+}
+
+struct MappedReader {
+    metrics: ParquetFileMetrics,
+    local: Arc<LocalFile>,
+    file: PartitionedFile,
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<FileMetadataCache>,
+    metadata_size_hint: Option<usize>,
+}
+
+impl AsyncFileReader for MappedReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        self.0.get_bytes(range)
+        self.metrics
+            .bytes_scanned
+            .add((range.end.saturating_sub(range.start)) as usize);
+        futures::future::ready(self.local.bytes(range)).boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        self.0.get_byte_ranges(ranges)
+        let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+        self.metrics.bytes_scanned.add(total as usize);
+        let bytes = ranges.into_iter().map(|r| self.local.bytes(r)).collect();
+        futures::future::ready(bytes).boxed()
     }
 
     fn get_metadata<'a>(
         &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
+        _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        let options = options
-            .cloned()
-            .unwrap_or_default()
-            .with_page_index_policy(PageIndexPolicy::Optional);
-        async move { self.0.get_metadata(Some(&options)).await }.boxed()
+        async move {
+            DFParquetMetadata::new(self.store.as_ref(), &self.file.object_meta)
+                .with_file_metadata_cache(Some(Arc::clone(&self.cache)))
+                .with_metadata_size_hint(self.metadata_size_hint)
+                .with_page_index_policy(Some(PageIndexPolicy::Optional))
+                .fetch_metadata()
+                .await
+                .map_err(|e| {
+                    ParquetError::General(format!(
+                        "cannot read the metadata of {}: {e}",
+                        self.local.path.display()
+                    ))
+                })
+        }
+        .boxed()
+    }
+}
+
+impl Drop for MappedReader {
+    fn drop(&mut self) {
+        let ratio = &self.metrics.scan_efficiency_ratio;
+        ratio.add_part(self.metrics.bytes_scanned.value());
+        ratio.set_total(self.file.object_meta.size as usize);
     }
 }
 

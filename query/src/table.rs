@@ -15,7 +15,6 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::functions::datetime::expr_fn::date_bin;
@@ -32,7 +31,7 @@ use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
 use crate::prune::{prune_sources, pruning_predicate};
-use crate::reader::{IndexedReaderFactory, matching_span};
+use crate::reader::{LocalFile, MappedReaderFactory, matching_span};
 use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
 
@@ -412,6 +411,7 @@ fn overlap_groups(sources: Vec<Source>) -> Vec<Vec<Source>> {
 
 fn partitioned_file(f: &DataFile) -> PartitionedFile {
     PartitionedFile::new(f.path().to_string_lossy().to_string(), f.meta().size_bytes)
+        .with_extension(LocalFile::new(f.path().to_path_buf()))
 }
 
 fn parquet_exec(
@@ -423,16 +423,14 @@ fn parquet_exec(
     limit: Option<usize>,
     ordering: Option<LexOrdering>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    // Footers and page indexes are cached across queries (DataFusion's file metadata
-    // cache, see `reader.rs`).
+    // Files are read from memory maps; footers and page indexes are cached across queries
+    // (DataFusion's file metadata cache). See `reader.rs`.
     let url = ObjectStoreUrl::local_filesystem();
     let store = state.runtime_env().object_store(&url)?;
     let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
     let mut source = ParquetSource::new(Arc::clone(schema))
         .with_table_parquet_options(state.table_options().parquet.clone())
-        .with_parquet_file_reader_factory(Arc::new(IndexedReaderFactory(
-            CachedParquetFileReaderFactory::new(store, cache),
-        )))
+        .with_parquet_file_reader_factory(Arc::new(MappedReaderFactory { store, cache }))
         .with_enable_page_index(true);
     if let Some(p) = predicate {
         source = source.with_predicate(Arc::clone(p));

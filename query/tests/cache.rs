@@ -116,3 +116,30 @@ async fn a_host_filter_narrows_the_scan_to_its_row_groups() {
     );
     assert_eq!(end, all_end, "h2 runs to the end of the file");
 }
+
+/// Files are read from memory maps. A file cut short behind the store's back, after its
+/// footer was cached, fails the query with an error naming the file and the bytes asked
+/// for (never a read past the end), and the next query over intact data still runs.
+#[tokio::test]
+async fn a_file_cut_short_fails_the_query_naming_it() {
+    let s = one_file().await;
+    let sql = "SELECT count(*) AS n, sum(v) AS s FROM cpu";
+    assert!(cold_then_warm(&s, sql).await.contains("| 40 | 780 |"));
+    let snapshot = s.engine.snapshot("cpu").unwrap().unwrap();
+    let path = snapshot.files[0].path().to_path_buf();
+    // Past the magic number and into the first column chunk.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(16).unwrap();
+    drop(file);
+
+    let err = s.query.collect(sql).await.unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("are past the end of the file (16 bytes)"),
+        "{err}"
+    );
+
+    s.write_lines("mem v=1i 1\n").await.unwrap();
+    let answer = text(&s.query.collect("SELECT v FROM mem").await.unwrap());
+    assert!(answer.contains("| 1 |"), "{answer}");
+}

@@ -28,24 +28,30 @@ pub(super) fn run(
     let dir = tempfile::tempdir()?;
     let mut s = spawn_vigil(dir.path(), &serve_args)?;
     let rss = RssSampler::start(s.pid);
+    let cpu = CpuMeter::start(s.pid);
     let mut quic = rt.block_on(load_quic(&load, load.connections, dir.path(), s.quic))?;
+    let cpu = cpu.stop();
     stop(&mut s)?;
     quic.peak_rss = rss.stop();
     quic.print("vigil over QUIC");
+    cpu.print(quic.rows);
     println!();
     // 2. HTTP throughput on a fresh server, same data and connections.
     let dir = tempfile::tempdir()?;
     let mut s = spawn_vigil(dir.path(), &serve_args)?;
     let rss = RssSampler::start(s.pid);
+    let cpu = CpuMeter::start(s.pid);
     let mut http = rt.block_on(load_server(
         &load,
         &format!("{}/api/v1/write", s.url),
         None,
         Some(&s.token),
     ))?;
+    let cpu = cpu.stop();
     stop(&mut s)?;
     http.peak_rss = rss.stop();
     http.print("vigil over HTTP");
+    cpu.print(http.rows);
     println!();
     // 3. Memory with idle agents, then peak with active ones.
     let dir = tempfile::tempdir()?;
@@ -81,6 +87,67 @@ pub(super) fn stop(s: &mut super::Spawned) -> anyhow::Result<()> {
     unsafe { libc::kill(s.pid as i32, libc::SIGTERM) };
     s.child.wait()?;
     Ok(())
+}
+
+/// CPU time (user + system) of the server and of this load generator over a load.
+struct CpuMeter {
+    server: u32,
+    at_start: (f64, f64),
+}
+
+impl CpuMeter {
+    fn start(server: u32) -> Self {
+        Self {
+            server,
+            at_start: (cpu_seconds(&server.to_string()), cpu_seconds("self")),
+        }
+    }
+
+    fn stop(self) -> CpuUsed {
+        CpuUsed {
+            server: cpu_seconds(&self.server.to_string()) - self.at_start.0,
+            generator: cpu_seconds("self") - self.at_start.1,
+        }
+    }
+}
+
+/// CPU seconds used over a load.
+struct CpuUsed {
+    server: f64,
+    generator: f64,
+}
+
+impl CpuUsed {
+    fn print(&self, rows: u64) {
+        let per_m = 1e6 / rows.max(1) as f64;
+        println!(
+            "CPU per 1M rows:   server {:.2} s, load generator {:.2} s",
+            self.server * per_m,
+            self.generator * per_m
+        );
+    }
+}
+
+/// CPU seconds (user + system) process `pid` (or `self`) has used; 0 if unreadable.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // utime and stime are fields 14 and 15; the command name (field 2) is in parentheses
+    // and may hold spaces, so count from its end (field 3 is the first after it).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
 }
 
 fn current_rss(pid: u32) -> Option<u64> {

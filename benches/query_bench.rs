@@ -24,6 +24,10 @@ use futures::StreamExt;
 use vigil_engine::{Engine, EngineConfig, SystemTimeProvider};
 use vigil_query::{Lifecycle, LifecycleConfig, QueryConfig, QueryEngine};
 
+/// The server's allocator (`src/main.rs`), so that queries here allocate as they do there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// A data directory written by the ingest benchmark.

@@ -133,9 +133,8 @@ struct MappedReader {
 
 impl AsyncFileReader for MappedReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        self.metrics
-            .bytes_scanned
-            .add((range.end.saturating_sub(range.start)) as usize);
+        let len = range.end.saturating_sub(range.start);
+        self.metrics.bytes_scanned.add(len as usize);
         futures::future::ready(self.local.bytes(range)).boxed()
     }
 
@@ -153,6 +152,8 @@ impl AsyncFileReader for MappedReader {
         &'a mut self,
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        // From the cache; on a miss the footer and page index are read through the object
+        // store (once per file) and cached.
         async move {
             DFParquetMetadata::new(self.store.as_ref(), &self.file.object_meta)
                 .with_file_metadata_cache(Some(Arc::clone(&self.cache)))

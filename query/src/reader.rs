@@ -33,11 +33,11 @@ use datafusion::datasource::physical_plan::parquet::metadata::{
     CachedParquetMetaData, DFParquetMetadata,
 };
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
-use datafusion::object_store::ObjectStore;
+use datafusion::object_store::{ObjectStore, ObjectStoreExt};
 use datafusion::physical_optimizer::pruning::PruningPredicate;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, TryFutureExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::async_reader::AsyncFileReader;
@@ -108,9 +108,7 @@ impl ParquetFileReaderFactory for MappedReaderFactory {
     ) -> Result<Box<dyn AsyncFileReader + Send>> {
         let location = file.object_meta.location.as_ref();
         let metrics = ParquetFileMetrics::new(partition_index, location, metrics);
-        let Some(local) = file.extensions.get_arc::<LocalFile>() else {
-            return datafusion::common::internal_err!("{location} is not a file of the store");
-        };
+        let local = file.extensions.get_arc::<LocalFile>();
         Ok(Box::new(MappedReader {
             metrics,
             local,
@@ -122,9 +120,11 @@ impl ParquetFileReaderFactory for MappedReaderFactory {
     }
 }
 
+/// Reads from the file's mapping; a file without a [`LocalFile`] (one in another object
+/// store) is read through `store`.
 struct MappedReader {
     metrics: ParquetFileMetrics,
-    local: Arc<LocalFile>,
+    local: Option<Arc<LocalFile>>,
     file: PartitionedFile,
     store: Arc<dyn ObjectStore>,
     cache: Arc<FileMetadataCache>,
@@ -135,7 +135,16 @@ impl AsyncFileReader for MappedReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         let len = range.end.saturating_sub(range.start);
         self.metrics.bytes_scanned.add(len as usize);
-        futures::future::ready(self.local.bytes(range)).boxed()
+        match &self.local {
+            Some(local) => futures::future::ready(local.bytes(range)).boxed(),
+            None => {
+                let location = &self.file.object_meta.location;
+                self.store
+                    .get_range(location, range)
+                    .map_err(|e| ParquetError::External(Box::new(e)))
+                    .boxed()
+            }
+        }
     }
 
     fn get_byte_ranges(
@@ -144,8 +153,19 @@ impl AsyncFileReader for MappedReader {
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         let total: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
         self.metrics.bytes_scanned.add(total as usize);
-        let bytes = ranges.into_iter().map(|r| self.local.bytes(r)).collect();
-        futures::future::ready(bytes).boxed()
+        match &self.local {
+            Some(local) => {
+                futures::future::ready(ranges.into_iter().map(|r| local.bytes(r)).collect()).boxed()
+            }
+            None => async move {
+                let location = &self.file.object_meta.location;
+                self.store
+                    .get_ranges(location, &ranges)
+                    .await
+                    .map_err(|e| ParquetError::External(Box::new(e)))
+            }
+            .boxed(),
+        }
     }
 
     fn get_metadata<'a>(
@@ -164,7 +184,7 @@ impl AsyncFileReader for MappedReader {
                 .map_err(|e| {
                     ParquetError::General(format!(
                         "cannot read the metadata of {}: {e}",
-                        self.local.path.display()
+                        self.file.object_meta.location
                     ))
                 })
         }
@@ -305,4 +325,43 @@ fn cached_metadata(
         .as_any()
         .downcast_ref::<CachedParquetMetaData>()
         .map(|m| Arc::clone(m.parquet_metadata()))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::object_store::local::LocalFileSystem;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// A file with a [`LocalFile`] is read from its mapping, one without through the
+    /// object store: the same bytes either way. A range past the end of a mapping is an
+    /// error (the local object store would return the bytes up to the end).
+    #[tokio::test]
+    async fn mapped_and_store_reads_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let ctx = SessionContext::new();
+        let factory = MappedReaderFactory {
+            store: Arc::new(LocalFileSystem::new()),
+            cache: ctx.runtime_env().cache_manager.get_file_metadata_cache(),
+        };
+        let plain = PartitionedFile::new(path.to_string_lossy().to_string(), 10);
+        let mapped = plain.clone().with_extension(LocalFile::new(path.clone()));
+        for (file, is_mapped) in [(plain, false), (mapped, true)] {
+            let metrics = ExecutionPlanMetricsSet::new();
+            let mut r = factory.create_reader(0, file, None, &metrics).unwrap();
+            assert_eq!(&r.get_bytes(2..5).await.unwrap()[..], b"234");
+            let parts = r.get_byte_ranges(vec![0..1, 8..10]).await.unwrap();
+            assert_eq!(parts, [&b"0"[..], &b"89"[..]]);
+            if is_mapped {
+                let past_end = r.get_bytes(8..11).await.unwrap_err().to_string();
+                assert!(
+                    past_end.contains("past the end of the file (10 bytes)"),
+                    "{past_end}"
+                );
+            }
+        }
+    }
 }

@@ -360,6 +360,20 @@ pub fn check_agent(agent: &str) -> Result<(), DecodeError> {
 /// Bytes of a BATCH frame before its data: type, sequence, format.
 pub const BATCH_HEADER: usize = 10;
 
+/// The bytes of a BATCH frame before a payload of `payload_len` bytes: length prefix, type,
+/// sequence, format. Followed by the payload they are what [`Frame::Batch`] encodes to, so
+/// a sender can hand the payload to the stream as it is. `None` when the frame would be
+/// longer than a `u32` length can say.
+pub fn batch_head(seq: u64, format: Format, payload_len: usize) -> Option<[u8; 4 + BATCH_HEADER]> {
+    let len = u32::try_from(BATCH_HEADER.checked_add(payload_len)?).ok()?;
+    let mut head = [0u8; 4 + BATCH_HEADER];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = kind::BATCH;
+    head[5..13].copy_from_slice(&seq.to_be_bytes());
+    head[13] = format.to_byte();
+    Some(head)
+}
+
 /// The sequence and format of a BATCH frame, from the 9 bytes after its type.
 pub fn batch_header(bytes: &[u8]) -> Result<(u64, Format), DecodeError> {
     let mut r = Reader { bytes, pos: 0 };
@@ -501,6 +515,17 @@ mod tests {
                 for n in 0..bytes.len() - 4 {
                     assert!(Frame::decode(&bytes[4..4 + n]).is_err(), "{f:?} prefix {n}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_head_and_its_payload_are_the_encoded_frame() {
+        for f in frames() {
+            if let Frame::Batch { seq, format, body } = &f {
+                let mut bytes = batch_head(*seq, *format, body.len()).unwrap().to_vec();
+                bytes.extend_from_slice(body);
+                assert_eq!(bytes, f.to_bytes());
             }
         }
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use rustls::pki_types::pem::PemObject;
@@ -898,6 +899,27 @@ async fn read_bytes(recv: &mut RecvStream, n: usize) -> Result<Vec<u8>, quinn::R
 }
 
 /// Writes one frame.
+/// Writes a `BATCH` frame of `payload` without copying the payload: quinn keeps the
+/// chunks it is given ([`write_frame`] copies it into the encoded frame, and the stream
+/// copies that again).
+pub async fn write_batch(
+    send: &mut SendStream,
+    seq: u64,
+    format: Format,
+    payload: Bytes,
+) -> Result<(), DecodeError> {
+    let head = protocol::batch_head(seq, format, payload.len()).ok_or_else(|| DecodeError {
+        code: code::TOO_LARGE,
+        message: format!("a batch of {} bytes does not fit in a frame", payload.len()),
+    })?;
+    send.write_all_chunks(&mut [Bytes::copy_from_slice(&head), payload])
+        .await
+        .map_err(|e| DecodeError {
+            code: code::UNEXPECTED,
+            message: e.to_string(),
+        })
+}
+
 pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), DecodeError> {
     send.write_all(&frame.to_bytes())
         .await

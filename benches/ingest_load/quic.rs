@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use vigil_api::protocol::{self, Format, Frame, Precision};
-use vigil_api::quic::{client_config, client_endpoint, read_frame, write_frame};
+use vigil_api::quic::{client_config, client_endpoint, read_frame, write_batch, write_frame};
 
 use super::{
     LoadArgs, Report, RssSampler, load_server, mpmc, progress_bar, read_batches, spawn_vigil,
@@ -253,7 +253,7 @@ async fn load_quic(
                 };
                 let mut broken = false;
                 for (s, _, body, _) in &inflight {
-                    if write_frame(&mut send, &batch_frame(*s, body)).await.is_err() {
+                    if write_batch(&mut send, *s, LP_NS, body.clone()).await.is_err() {
                         broken = true;
                         break;
                     }
@@ -282,9 +282,8 @@ async fn load_quic(
                         next = rx.recv_async(), if !done && inflight.len() < 8 => match next {
                             Ok((n, body)) => {
                                 seq += 1;
-                                let frame = batch_frame(seq, &body);
-                                inflight.push_back((seq, n, body, Instant::now()));
-                                broken = write_frame(&mut send, &frame).await.is_err();
+                                inflight.push_back((seq, n, body.clone(), Instant::now()));
+                                broken = write_batch(&mut send, seq, LP_NS, body).await.is_err();
                             }
                             Err(()) => done = true,
                         },
@@ -331,10 +330,4 @@ async fn load_quic(
     })
 }
 
-fn batch_frame(seq: u64, body: &Bytes) -> Frame {
-    Frame::Batch {
-        seq,
-        format: Format::LineProtocol(Precision::Nanoseconds),
-        body: body.to_vec(),
-    }
-}
+const LP_NS: Format = Format::LineProtocol(Precision::Nanoseconds);

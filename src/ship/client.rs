@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use quinn::{Endpoint, VarInt};
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
-use vigil_api::quic::{client_config, client_endpoint, read_frame, write_frame};
+use vigil_api::quic::{client_config, client_endpoint, read_frame, write_batch, write_frame};
 
 use super::Stats;
 use super::spool::Spool;
@@ -215,12 +215,7 @@ impl Client {
                         Some(f) => f,
                         None => bail!("spool record {} has unknown format {}", r.seq, r.format),
                     };
-                    let frame = Frame::Batch {
-                        seq: r.seq,
-                        format,
-                        body: r.body.clone(),
-                    };
-                    if let Err(e) = write_frame(send, &frame).await {
+                    if let Err(e) = write_batch(send, r.seq, format, r.body.clone()).await {
                         return retry(&e);
                     }
                     sent_upto = r.seq;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 
 /// Segment size past which a new segment starts.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -42,7 +43,8 @@ pub(crate) struct Record {
     pub(crate) seq: u64,
     /// Protocol batch format byte.
     pub(crate) format: u8,
-    pub(crate) body: Vec<u8>,
+    /// Shared with the stream that sends it (no copy per send).
+    pub(crate) body: Bytes,
     pub(crate) lines: usize,
 }
 
@@ -162,7 +164,7 @@ impl Spool {
         self.unacked.push_back(Arc::new(Record {
             seq,
             format,
-            body,
+            body: Bytes::from(body),
             lines,
         }));
         Ok(seq)
@@ -307,7 +309,7 @@ fn parse_record(b: &[u8]) -> anyhow::Result<Loaded> {
         let offset = u64_of(take(8)?);
         positions.push((path, FilePos { dev, ino, offset }));
     }
-    let body = r.to_vec();
+    let body = Bytes::copy_from_slice(r);
     let lines = body.iter().filter(|&&c| c == b'\n').count();
     Ok((
         Record {

@@ -898,7 +898,6 @@ async fn read_bytes(recv: &mut RecvStream, n: usize) -> Result<Vec<u8>, quinn::R
     Ok(out)
 }
 
-/// Writes one frame.
 /// Writes a `BATCH` frame of `payload` without copying the payload: quinn keeps the
 /// chunks it is given ([`write_frame`] copies it into the encoded frame, and the stream
 /// copies that again).
@@ -920,6 +919,7 @@ pub async fn write_batch(
         })
 }
 
+/// Writes one frame.
 pub async fn write_frame(send: &mut SendStream, frame: &Frame) -> Result<(), DecodeError> {
     send.write_all(&frame.to_bytes())
         .await

@@ -497,6 +497,34 @@ async fn ship_follows_rotation_and_truncation_and_sends_host_metrics() {
     server.terminate();
 }
 
+/// On loopback, MTU discovery takes an agent's packets past Ethernet's 1,472 bytes, up to
+/// the endpoints' bound (fewer packets to encrypt and acknowledge per batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_agents_send_packets_larger_than_ethernets() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let token = admin_token(dir.path());
+    let (conn, welcome) = hello(&server, dir.path(), &token, "mtu-agent").await;
+    assert!(
+        matches!(welcome, Some(Frame::Welcome { .. })),
+        "{welcome:?}"
+    );
+    let (mut send, mut recv, _) = channel(&conn, 1).await;
+    let line = "mtu,host=a v=1 1\n".repeat(4_000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seq = 0;
+    while conn.stats().path.current_mtu <= 1_472 && Instant::now() < deadline {
+        seq += 1;
+        write_frame(&mut send, &lp(seq, &line)).await.unwrap();
+        assert!(matches!(answer(&mut recv).await, Frame::Ack { .. }));
+    }
+    let mtu = conn.stats().path.current_mtu;
+    assert!(
+        mtu > 1_472 && mtu <= vigil_api::quic::MAX_UDP_PAYLOAD,
+        "path MTU {mtu} after {seq} batches"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};

@@ -309,6 +309,13 @@ async fn load_quic(
                     }
                 }
             }
+            if a == 0 {
+                let stats = conn.stats();
+                println!(
+                    "agent 0:           path MTU {} bytes, {} UDP sends, {} receives",
+                    stats.path.current_mtu, stats.udp_tx.ios, stats.udp_rx.ios
+                );
+            }
             conn.close(0u32.into(), b"done");
             Ok::<_, anyhow::Error>(hist)
         }));

@@ -5,7 +5,9 @@
 //! highest sequence already stored), then `BATCH` frames answered in order by `ACK`,
 //! `REJECT`, `BUSY` or `ERROR`. Batches of a stream are submitted to the engine in order
 //! while earlier ones wait for their fsync, so a stream keeps several batches in flight.
-//! Memory per connection is bounded by the QUIC windows and the stream limits set here.
+//! Memory per connection is bounded by the QUIC windows and the stream limits set here;
+//! batches read and not yet decoded share one budget across connections
+//! ([`QuicConfig::batch_memory`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use vigil_engine::{Delivery, Engine, Error as EngineError, Origin, ShipTicket};
 
 use crate::auth::Authenticator;
@@ -49,6 +51,10 @@ pub struct QuicConfig {
     pub connection_window: u32,
     /// Close connections silent for this long (agents send keep-alives); default 60 s.
     pub idle_timeout: Duration,
+    /// Bytes of `BATCH` frames held between reading and decoding, across all
+    /// connections; default 128 MiB. A stream whose next frame does not fit waits before
+    /// reading it, and QUIC flow control then holds its agent back.
+    pub batch_memory: usize,
 }
 
 impl Default for QuicConfig {
@@ -65,6 +71,7 @@ impl Default for QuicConfig {
             stream_window: 1024 * 1024,
             connection_window: 2 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
+            batch_memory: 128 << 20,
         }
     }
 }
@@ -392,6 +399,7 @@ impl QuicServer {
             config,
             stats,
         } = self;
+        let budget = Budget::new(config.batch_memory);
         let config = Arc::new(config);
         tokio::pin!(shutdown);
         loop {
@@ -412,6 +420,7 @@ impl QuicServer {
                 tokens: Arc::clone(&tokens),
                 config: Arc::clone(&config),
                 stats: Arc::clone(&stats),
+                budget: budget.clone(),
             };
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
@@ -434,6 +443,33 @@ struct Conn {
     tokens: Arc<Authenticator>,
     config: Arc<QuicConfig>,
     stats: Arc<QuicStats>,
+    budget: Budget,
+}
+
+/// [`QuicConfig::batch_memory`] as permits, one per byte.
+#[derive(Clone)]
+struct Budget {
+    bytes: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        let total = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        Self {
+            bytes: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Waits until `len` bytes are free (the whole budget, for a frame larger than it)
+    /// and holds them until the permit is dropped.
+    async fn hold(&self, len: u32) -> OwnedSemaphorePermit {
+        Arc::clone(&self.bytes)
+            .acquire_many_owned(len.min(self.total))
+            .await
+            .expect("the budget's semaphore is never closed")
+    }
 }
 
 /// Decrements the open-connection gauge when the connection ends.
@@ -485,6 +521,7 @@ impl Conn {
                 engine: Arc::clone(&self.engine),
                 config: Arc::clone(&self.config),
                 stats: Arc::clone(&self.stats),
+                budget: self.budget.clone(),
                 agent: Arc::clone(&agent),
             };
             let agent = Arc::clone(&agent);
@@ -641,6 +678,7 @@ struct Channel {
     engine: Arc<Engine>,
     config: Arc<QuicConfig>,
     stats: Arc<QuicStats>,
+    budget: Budget,
     agent: Arc<str>,
 }
 
@@ -719,7 +757,7 @@ impl Channel {
             let _ = send.stopped().await;
         });
         loop {
-            let frame = match read_frame(&mut recv, max).await {
+            let (frame, held) = match read_frame_within(&mut recv, max, Some(&self.budget)).await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -742,7 +780,7 @@ impl Channel {
                 break;
             };
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            let (pending, stop) = self.submit(channel, seq, format, body).await;
+            let (pending, stop) = self.submit(channel, seq, format, body, held).await;
             if tx.send(pending).await.is_err() || stop {
                 break;
             }
@@ -752,15 +790,16 @@ impl Channel {
         Ok(())
     }
 
-    /// Decodes and submits one batch. `true` with the answer: stop reading the stream
-    /// (the batch could not be stored for a reason that may pass; later batches must not
-    /// overtake it).
+    /// Decodes and submits one batch; its share of the batch memory (`held`) is given
+    /// back once it is decoded. `true` with the answer: stop reading the stream (the batch
+    /// could not be stored for a reason that may pass; later batches must not overtake it).
     async fn submit(
         &self,
         channel: u32,
         seq: u64,
         format: Format,
         body: Vec<u8>,
+        held: Option<OwnedSemaphorePermit>,
     ) -> (Pending, bool) {
         let slot = match self.engine.decode_slot().await {
             Ok(slot) => slot,
@@ -769,6 +808,7 @@ impl Channel {
         let engine = Arc::clone(&self.engine);
         let prepared = tokio::task::spawn_blocking(move || {
             let _slot = slot;
+            let _held = held;
             match format {
                 Format::LineProtocol(p) => engine.prepare_line_protocol(&body, precision(p)),
                 Format::Events => engine.prepare_events(&body),
@@ -858,6 +898,18 @@ fn precision(p: Precision) -> vigil_engine::Precision {
 
 /// Reads one frame; `None` when the stream ends cleanly at a frame boundary.
 pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>, DecodeError> {
+    Ok(read_frame_within(recv, max, None)
+        .await?
+        .map(|(frame, _)| frame))
+}
+
+/// [`read_frame`], holding the frame's length of `budget` from before its data is read
+/// until the returned permit is dropped.
+async fn read_frame_within(
+    recv: &mut RecvStream,
+    max: u32,
+    budget: Option<&Budget>,
+) -> Result<Option<(Frame, Option<OwnedSemaphorePermit>)>, DecodeError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -888,6 +940,10 @@ pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>
             message: "frame length 0: a frame has at least a type byte".into(),
         });
     }
+    let held = match budget {
+        Some(budget) => Some(budget.hold(len).await),
+        None => None,
+    };
     // A BATCH frame's data (most of the bytes) goes straight into its own buffer: one copy
     // out of quinn's, no zeroing, no second copy when decoding.
     let head_len = (len as usize).min(protocol::BATCH_HEADER);
@@ -904,15 +960,16 @@ pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>
         .map_err(|e| ended(&e))?;
     if head[0] == protocol::kind::BATCH && head_len == protocol::BATCH_HEADER {
         let (seq, format) = protocol::batch_header(&head[1..])?;
-        return Ok(Some(Frame::Batch {
+        let frame = Frame::Batch {
             seq,
             format,
             body: rest,
-        }));
+        };
+        return Ok(Some((frame, held)));
     }
     let mut body = head[..head_len].to_vec();
     body.extend_from_slice(&rest);
-    Frame::decode(&body).map(Some)
+    Ok(Some((Frame::decode(&body)?, held)))
 }
 
 /// Reads exactly `n` bytes into a new buffer.

@@ -26,6 +26,83 @@ fn batch(seq: u64) -> Frame {
     }
 }
 
+/// A QUIC listener on a free port over `engine`, with a token for agents.
+struct Serving {
+    addr: std::net::SocketAddr,
+    cert: std::path::PathBuf,
+    token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    async fn start(dir: &std::path::Path, engine: Arc<Engine>, config: QuicConfig) -> Self {
+        let db = Db::open_sqlite(dir).await.unwrap();
+        let (_, token) = db
+            .create_token(&Principal::system(), "agent", Role::Agent, None, None, None)
+            .await
+            .unwrap();
+        let config = QuicConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..config
+        };
+        let identity = server_identity(&config, dir).unwrap();
+        let cert = identity.cert_path.clone();
+        let server = QuicServer::bind(
+            config,
+            identity,
+            engine,
+            Arc::new(Authenticator::new(db)),
+            Arc::new(QuicStats::default()),
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        Self {
+            addr,
+            cert,
+            token,
+            stop,
+            task,
+        }
+    }
+
+    /// A new connection that has said HELLO as `agent`, and its control stream.
+    async fn hello(
+        &self,
+        agent: &str,
+    ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint
+            .set_default_client_config(client_config(&self.cert, protocol::ALPN, None).unwrap());
+        let conn = endpoint
+            .connect(self.addr, "127.0.0.1")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
+        let hello = Frame::Hello {
+            version: protocol::VERSION,
+            token: self.token.clone(),
+            agent: agent.into(),
+        };
+        write_frame(&mut ctl_send, &hello).await.unwrap();
+        assert!(matches!(
+            next(&mut ctl_recv).await,
+            Some(Frame::Welcome { .. })
+        ));
+        (conn, ctl_send, ctl_recv)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
 /// With the buffer over its limit (and no flusher to drain it), a batch gets `BUSY`, the
 /// server ends the stream, nothing of it is stored, and the connection goes on: a new
 /// stream resumes after the last stored batch.
@@ -45,46 +122,8 @@ async fn a_full_buffer_answers_busy_and_the_stream_resumes() {
         )
         .unwrap(),
     );
-    let db = Db::open_sqlite(dir.path()).await.unwrap();
-    let (_, token) = db
-        .create_token(&Principal::system(), "agent", Role::Agent, None, None, None)
-        .await
-        .unwrap();
-    let config = QuicConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        ..QuicConfig::default()
-    };
-    let identity = server_identity(&config, dir.path()).unwrap();
-    let cert = identity.cert_path.clone();
-    let server = QuicServer::bind(
-        config,
-        identity,
-        Arc::clone(&engine),
-        Arc::new(Authenticator::new(db)),
-        Arc::new(QuicStats::default()),
-    )
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
-
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(client_config(&cert, protocol::ALPN, None).unwrap());
-    let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await.unwrap();
-    let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
-    let hello = Frame::Hello {
-        version: protocol::VERSION,
-        token,
-        agent: "busy-agent".into(),
-    };
-    write_frame(&mut ctl_send, &hello).await.unwrap();
-    assert!(matches!(
-        next(&mut ctl_recv).await,
-        Some(Frame::Welcome { .. })
-    ));
-
+    let server = Serving::start(dir.path(), Arc::clone(&engine), QuicConfig::default()).await;
+    let (conn, mut ctl_send, mut ctl_recv) = server.hello("busy-agent").await;
     let open = |conn: quinn::Connection| async move {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         write_frame(&mut send, &Frame::Open { channel: 1 })
@@ -150,6 +189,94 @@ async fn a_full_buffer_answers_busy_and_the_stream_resumes() {
         })
     ));
     conn.close(0u32.into(), b"done");
-    let _ = stop_tx.send(());
-    serving.await.unwrap();
+    server.stop().await;
+}
+
+/// `BATCH` data waiting to be decoded shares one budget across connections: while one
+/// agent's half-sent frame holds most of it, another agent's batch waits unread, and goes
+/// through once the first frame is complete and decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_memory_is_one_budget_for_all_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(
+        Engine::open(
+            EngineConfig {
+                data_dir: dir.path().to_path_buf(),
+                background_flush: false,
+                ..EngineConfig::default()
+            },
+            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
+        )
+        .unwrap(),
+    );
+    let config = QuicConfig {
+        batch_memory: 1_000,
+        ..QuicConfig::default()
+    };
+    let server = Serving::start(dir.path(), engine, config).await;
+    let open = |conn: quinn::Connection| async move {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        write_frame(&mut send, &Frame::Open { channel: 1 })
+            .await
+            .unwrap();
+        assert!(matches!(next(&mut recv).await, Some(Frame::Resume { .. })));
+        (send, recv)
+    };
+    let lines = |n: u64, tag: &str| -> Vec<u8> {
+        (1..=n)
+            .map(|i| format!("budget,agent={tag} v={i} {i}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let frame = |body: Vec<u8>| {
+        Frame::Batch {
+            seq: 1,
+            format: Format::LineProtocol(Precision::Nanoseconds),
+            body,
+        }
+        .to_bytes()
+    };
+
+    // Agent a: a frame of about 920 bytes, all but its last 10 bytes sent.
+    let (conn_a, _ctl_a, _) = server.hello("agent-a").await;
+    let (mut send_a, mut recv_a) = open(conn_a.clone()).await;
+    let big = frame(lines(40, "a"));
+    assert!((800..1_000).contains(&big.len()), "{}", big.len());
+    let (first, last) = big.split_at(big.len() - 10);
+    send_a.write_all(first).await.unwrap();
+
+    // Agent b: a whole frame of about 350 bytes does not fit beside it.
+    let (conn_b, _ctl_b, _) = server.hello("agent-b").await;
+    let (mut send_b, mut recv_b) = open(conn_b.clone()).await;
+    let small = frame(lines(15, "b"));
+    assert!((300..600).contains(&small.len()), "{}", small.len());
+    send_b.write_all(&small).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), read_frame(&mut recv_b, 1 << 20))
+            .await
+            .is_err(),
+        "agent b's batch was answered while agent a's held the budget"
+    );
+
+    // The rest of a's frame: a is stored, then b.
+    send_a.write_all(last).await.unwrap();
+    assert!(matches!(
+        next(&mut recv_a).await,
+        Some(Frame::Ack {
+            seq: 1,
+            rows: 40,
+            ..
+        })
+    ));
+    assert!(matches!(
+        next(&mut recv_b).await,
+        Some(Frame::Ack {
+            seq: 1,
+            rows: 15,
+            ..
+        })
+    ));
+    conn_a.close(0u32.into(), b"done");
+    conn_b.close(0u32.into(), b"done");
+    server.stop().await;
 }

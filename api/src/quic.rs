@@ -55,6 +55,9 @@ pub struct QuicConfig {
     /// connections; default 128 MiB. A stream whose next frame does not fit waits before
     /// reading it, and QUIC flow control then holds its agent back.
     pub batch_memory: usize,
+    /// Time a frame's data may take to arrive once its length has (the frame holds its
+    /// share of `batch_memory` meanwhile); default 30 s.
+    pub frame_timeout: Duration,
 }
 
 impl Default for QuicConfig {
@@ -72,6 +75,7 @@ impl Default for QuicConfig {
             connection_window: 2 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             batch_memory: 128 << 20,
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -399,7 +403,7 @@ impl QuicServer {
             config,
             stats,
         } = self;
-        let budget = Budget::new(config.batch_memory);
+        let budget = Budget::new(config.batch_memory, config.frame_timeout);
         let config = Arc::new(config);
         tokio::pin!(shutdown);
         loop {
@@ -446,19 +450,22 @@ struct Conn {
     budget: Budget,
 }
 
-/// [`QuicConfig::batch_memory`] as permits, one per byte.
+/// [`QuicConfig::batch_memory`] as permits, one per byte, and the time a frame holding
+/// some may take to arrive.
 #[derive(Clone)]
 struct Budget {
     bytes: Arc<Semaphore>,
     total: u32,
+    frame_timeout: Duration,
 }
 
 impl Budget {
-    fn new(bytes: usize) -> Self {
+    fn new(bytes: usize, frame_timeout: Duration) -> Self {
         let total = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Self {
             bytes: Arc::new(Semaphore::new(total as usize)),
             total,
+            frame_timeout,
         }
     }
 
@@ -904,7 +911,8 @@ pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>
 }
 
 /// [`read_frame`], holding the frame's length of `budget` from before its data is read
-/// until the returned permit is dropped.
+/// until the returned permit is dropped; the data must then arrive within the budget's
+/// frame timeout.
 async fn read_frame_within(
     recv: &mut RecvStream,
     max: u32,
@@ -940,10 +948,24 @@ async fn read_frame_within(
             message: "frame length 0: a frame has at least a type byte".into(),
         });
     }
-    let held = match budget {
-        Some(budget) => Some(budget.hold(len).await),
-        None => None,
+    let Some(budget) = budget else {
+        return Ok(Some((read_frame_data(recv, len).await?, None)));
     };
+    let held = budget.hold(len).await;
+    match tokio::time::timeout(budget.frame_timeout, read_frame_data(recv, len)).await {
+        Ok(frame) => Ok(Some((frame?, Some(held)))),
+        Err(_) => Err(DecodeError {
+            code: code::MALFORMED,
+            message: format!(
+                "the data of a frame of {len} bytes did not arrive within {} s",
+                budget.frame_timeout.as_secs_f64()
+            ),
+        }),
+    }
+}
+
+/// The frame of `len` bytes whose length prefix has been read.
+async fn read_frame_data(recv: &mut RecvStream, len: u32) -> Result<Frame, DecodeError> {
     // A BATCH frame's data (most of the bytes) goes straight into its own buffer: one copy
     // out of quinn's, no zeroing, no second copy when decoding.
     let head_len = (len as usize).min(protocol::BATCH_HEADER);
@@ -960,16 +982,15 @@ async fn read_frame_within(
         .map_err(|e| ended(&e))?;
     if head[0] == protocol::kind::BATCH && head_len == protocol::BATCH_HEADER {
         let (seq, format) = protocol::batch_header(&head[1..])?;
-        let frame = Frame::Batch {
+        return Ok(Frame::Batch {
             seq,
             format,
             body: rest,
-        };
-        return Ok(Some((frame, held)));
+        });
     }
     let mut body = head[..head_len].to_vec();
     body.extend_from_slice(&rest);
-    Ok(Some((Frame::decode(&body)?, held)))
+    Frame::decode(&body)
 }
 
 /// Reads exactly `n` bytes into a new buffer.

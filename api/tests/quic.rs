@@ -280,3 +280,64 @@ async fn batch_memory_is_one_budget_for_all_connections() {
     conn_b.close(0u32.into(), b"done");
     server.stop().await;
 }
+
+/// A frame whose data stops coming gets `ERROR MALFORMED` after the frame timeout, and
+/// the batch memory it held goes back: another agent's batch is then stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_frame_times_out_and_gives_its_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(
+        Engine::open(
+            EngineConfig {
+                data_dir: dir.path().to_path_buf(),
+                background_flush: false,
+                ..EngineConfig::default()
+            },
+            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
+        )
+        .unwrap(),
+    );
+    let config = QuicConfig {
+        batch_memory: 100,
+        frame_timeout: Duration::from_millis(300),
+        ..QuicConfig::default()
+    };
+    let server = Serving::start(dir.path(), engine, config).await;
+    let open = |conn: quinn::Connection| async move {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        write_frame(&mut send, &Frame::Open { channel: 1 })
+            .await
+            .unwrap();
+        assert!(matches!(next(&mut recv).await, Some(Frame::Resume { .. })));
+        (send, recv)
+    };
+    // Agent a announces a frame of 1,000 bytes (more than the whole budget) and sends 20.
+    let (conn_a, _ctl_a, _) = server.hello("agent-a").await;
+    let (mut send_a, mut recv_a) = open(conn_a.clone()).await;
+    let stalled = batch(1).to_bytes();
+    let mut announced = 1_000u32.to_be_bytes().to_vec();
+    announced.extend_from_slice(&stalled[4..20]);
+    send_a.write_all(&announced).await.unwrap();
+    match next(&mut recv_a).await {
+        Some(Frame::Error { code, message }) => {
+            assert_eq!(code, code::MALFORMED);
+            assert!(message.contains("did not arrive"), "{message}");
+        }
+        other => panic!("expected ERROR for the stalled frame, got {other:?}"),
+    }
+    // Agent b's batch fits again.
+    let (conn_b, _ctl_b, _) = server.hello("agent-b").await;
+    let (mut send_b, mut recv_b) = open(conn_b.clone()).await;
+    write_frame(&mut send_b, &batch(1)).await.unwrap();
+    assert!(matches!(
+        next(&mut recv_b).await,
+        Some(Frame::Ack {
+            seq: 1,
+            duplicate: false,
+            rows: 1
+        })
+    ));
+    conn_a.close(0u32.into(), b"done");
+    conn_b.close(0u32.into(), b"done");
+    server.stop().await;
+}

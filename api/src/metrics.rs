@@ -200,6 +200,12 @@ pub(crate) fn render_metrics(
         q(&quic.busy),
     );
     metric(
+        "vigil_quic_batch_bytes",
+        "gauge",
+        "Bytes of QUIC batches read and not yet decoded (at most the batch memory, 128 MiB).",
+        q(&quic.batch_bytes),
+    );
+    metric(
         "vigil_queries_total",
         "counter",
         "SQL queries started.",

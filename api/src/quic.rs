@@ -91,6 +91,8 @@ pub struct QuicStats {
     pub rejected: AtomicU64,
     pub busy: AtomicU64,
     pub rows: AtomicU64,
+    /// Bytes of `BATCH` frames read (or being read) and not yet decoded.
+    pub batch_bytes: AtomicU64,
 }
 
 /// Errors starting the listener.
@@ -403,7 +405,11 @@ impl QuicServer {
             config,
             stats,
         } = self;
-        let budget = Budget::new(config.batch_memory, config.frame_timeout);
+        let budget = Budget::new(
+            config.batch_memory,
+            config.frame_timeout,
+            Arc::clone(&stats),
+        );
         let config = Arc::new(config);
         tokio::pin!(shutdown);
         loop {
@@ -457,25 +463,50 @@ struct Budget {
     bytes: Arc<Semaphore>,
     total: u32,
     frame_timeout: Duration,
+    stats: Arc<QuicStats>,
 }
 
 impl Budget {
-    fn new(bytes: usize, frame_timeout: Duration) -> Self {
+    fn new(bytes: usize, frame_timeout: Duration, stats: Arc<QuicStats>) -> Self {
         let total = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Self {
             bytes: Arc::new(Semaphore::new(total as usize)),
             total,
             frame_timeout,
+            stats,
         }
     }
 
     /// Waits until `len` bytes are free (the whole budget, for a frame larger than it)
-    /// and holds them until the permit is dropped.
-    async fn hold(&self, len: u32) -> OwnedSemaphorePermit {
-        Arc::clone(&self.bytes)
+    /// and holds them until the returned guard is dropped.
+    async fn hold(&self, len: u32) -> Held {
+        let permit = Arc::clone(&self.bytes)
             .acquire_many_owned(len.min(self.total))
             .await
-            .expect("the budget's semaphore is never closed")
+            .expect("the budget's semaphore is never closed");
+        self.stats
+            .batch_bytes
+            .fetch_add(u64::from(len), Ordering::Relaxed);
+        Held {
+            _permit: permit,
+            len,
+            stats: Arc::clone(&self.stats),
+        }
+    }
+}
+
+/// A frame's share of the batch budget, counted in [`QuicStats::batch_bytes`].
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    len: u32,
+    stats: Arc<QuicStats>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats
+            .batch_bytes
+            .fetch_sub(u64::from(self.len), Ordering::Relaxed);
     }
 }
 
@@ -806,7 +837,7 @@ impl Channel {
         seq: u64,
         format: Format,
         body: Vec<u8>,
-        held: Option<OwnedSemaphorePermit>,
+        held: Option<Held>,
     ) -> (Pending, bool) {
         let slot = match self.engine.decode_slot().await {
             Ok(slot) => slot,
@@ -917,7 +948,7 @@ async fn read_frame_within(
     recv: &mut RecvStream,
     max: u32,
     budget: Option<&Budget>,
-) -> Result<Option<(Frame, Option<OwnedSemaphorePermit>)>, DecodeError> {
+) -> Result<Option<(Frame, Option<Held>)>, DecodeError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}

@@ -1,6 +1,7 @@
 //! The QUIC listener in process: back-pressure (`BUSY`) when the write buffer is full.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vigil_api::auth::Authenticator;
@@ -31,6 +32,7 @@ struct Serving {
     addr: std::net::SocketAddr,
     cert: std::path::PathBuf,
     token: String,
+    stats: Arc<QuicStats>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,12 +50,13 @@ impl Serving {
         };
         let identity = server_identity(&config, dir).unwrap();
         let cert = identity.cert_path.clone();
+        let stats = Arc::new(QuicStats::default());
         let server = QuicServer::bind(
             config,
             identity,
             engine,
             Arc::new(Authenticator::new(db)),
-            Arc::new(QuicStats::default()),
+            Arc::clone(&stats),
         )
         .unwrap();
         let addr = server.local_addr().unwrap();
@@ -65,6 +68,7 @@ impl Serving {
             addr,
             cert,
             token,
+            stats,
             stop,
             task,
         }
@@ -257,6 +261,12 @@ async fn batch_memory_is_one_budget_for_all_connections() {
             .is_err(),
         "agent b's batch was answered while agent a's held the budget"
     );
+    let held = || server.stats.batch_bytes.load(Ordering::Relaxed);
+    assert_eq!(
+        held(),
+        big.len() as u64 - 4,
+        "a's frame, length prefix aside"
+    );
 
     // The rest of a's frame: a is stored, then b.
     send_a.write_all(last).await.unwrap();
@@ -276,6 +286,7 @@ async fn batch_memory_is_one_budget_for_all_connections() {
             ..
         })
     ));
+    assert_eq!(held(), 0);
     conn_a.close(0u32.into(), b"done");
     conn_b.close(0u32.into(), b"done");
     server.stop().await;

@@ -1,4 +1,5 @@
-//! The QUIC listener in process: back-pressure (`BUSY`) when the write buffer is full.
+//! The QUIC listener in process: back-pressure (`BUSY`) when the write buffer is full, and
+//! the batch memory all connections share.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,29 @@ fn batch(seq: u64) -> Frame {
         format: Format::LineProtocol(Precision::Nanoseconds),
         body: format!("busy v={seq} {seq}").into_bytes(),
     }
+}
+
+/// An engine in `dir` without a background flusher, `config` filling in the rest.
+fn engine(dir: &std::path::Path, config: EngineConfig) -> Arc<Engine> {
+    let config = EngineConfig {
+        data_dir: dir.to_path_buf(),
+        background_flush: false,
+        ..config
+    };
+    let clock = Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000));
+    Arc::new(Engine::open(config, clock).unwrap())
+}
+
+/// Opens channel 1 on a new stream: its streams and the sequence already stored.
+async fn open(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvStream, u64) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(&mut send, &Frame::Open { channel: 1 })
+        .await
+        .unwrap();
+    let Some(Frame::Resume { stored_seq, .. }) = next(&mut recv).await else {
+        panic!("expected RESUME");
+    };
+    (send, recv, stored_seq)
 }
 
 /// A QUIC listener on a free port over `engine`, with a token for agents.
@@ -113,32 +137,17 @@ impl Serving {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_answers_busy_and_the_stream_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(
-        Engine::open(
-            EngineConfig {
-                data_dir: dir.path().to_path_buf(),
-                background_flush: false,
-                flush_bytes: 1,
-                max_buffer_bytes: 1,
-                ..EngineConfig::default()
-            },
-            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
-        )
-        .unwrap(),
+    let engine = engine(
+        dir.path(),
+        EngineConfig {
+            flush_bytes: 1,
+            max_buffer_bytes: 1,
+            ..EngineConfig::default()
+        },
     );
     let server = Serving::start(dir.path(), Arc::clone(&engine), QuicConfig::default()).await;
     let (conn, mut ctl_send, mut ctl_recv) = server.hello("busy-agent").await;
-    let open = |conn: quinn::Connection| async move {
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        write_frame(&mut send, &Frame::Open { channel: 1 })
-            .await
-            .unwrap();
-        let Some(Frame::Resume { stored_seq, .. }) = next(&mut recv).await else {
-            panic!("expected RESUME");
-        };
-        (send, recv, stored_seq)
-    };
-    let (mut send, mut recv, stored) = open(conn.clone()).await;
+    let (mut send, mut recv, stored) = open(&conn).await;
     assert_eq!(stored, 0);
     // The first batch fills the buffer past its 1-byte limit; it is stored.
     write_frame(&mut send, &batch(1)).await.unwrap();
@@ -162,7 +171,7 @@ async fn a_full_buffer_answers_busy_and_the_stream_resumes() {
     assert_eq!(next(&mut recv).await, None, "the stream ends after BUSY");
     // The connection goes on: a new stream resumes after batch 1, and batch 2 is still
     // refused while the buffer stays full.
-    let (mut send, mut recv, stored) = open(conn.clone()).await;
+    let (mut send, mut recv, stored) = open(&conn).await;
     assert_eq!(stored, 1);
     write_frame(&mut send, &batch(2)).await.unwrap();
     assert!(matches!(
@@ -171,7 +180,7 @@ async fn a_full_buffer_answers_busy_and_the_stream_resumes() {
     ));
     // Draining the buffer lets it through.
     engine.flush().unwrap();
-    let (mut send, mut recv, _) = open(conn.clone()).await;
+    let (mut send, mut recv, _) = open(&conn).await;
     write_frame(&mut send, &batch(2)).await.unwrap();
     assert!(matches!(
         next(&mut recv).await,
@@ -202,30 +211,12 @@ async fn a_full_buffer_answers_busy_and_the_stream_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_memory_is_one_budget_for_all_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(
-        Engine::open(
-            EngineConfig {
-                data_dir: dir.path().to_path_buf(),
-                background_flush: false,
-                ..EngineConfig::default()
-            },
-            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
-        )
-        .unwrap(),
-    );
+    let engine = engine(dir.path(), EngineConfig::default());
     let config = QuicConfig {
         batch_memory: 1_000,
         ..QuicConfig::default()
     };
     let server = Serving::start(dir.path(), engine, config).await;
-    let open = |conn: quinn::Connection| async move {
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        write_frame(&mut send, &Frame::Open { channel: 1 })
-            .await
-            .unwrap();
-        assert!(matches!(next(&mut recv).await, Some(Frame::Resume { .. })));
-        (send, recv)
-    };
     let lines = |n: u64, tag: &str| -> Vec<u8> {
         (1..=n)
             .map(|i| format!("budget,agent={tag} v={i} {i}\n"))
@@ -243,7 +234,7 @@ async fn batch_memory_is_one_budget_for_all_connections() {
 
     // Agent a: a frame of about 920 bytes, all but its last 10 bytes sent.
     let (conn_a, _ctl_a, _) = server.hello("agent-a").await;
-    let (mut send_a, mut recv_a) = open(conn_a.clone()).await;
+    let (mut send_a, mut recv_a, _) = open(&conn_a).await;
     let big = frame(lines(40, "a"));
     assert!((800..1_000).contains(&big.len()), "{}", big.len());
     let (first, last) = big.split_at(big.len() - 10);
@@ -251,7 +242,7 @@ async fn batch_memory_is_one_budget_for_all_connections() {
 
     // Agent b: a whole frame of about 350 bytes does not fit beside it.
     let (conn_b, _ctl_b, _) = server.hello("agent-b").await;
-    let (mut send_b, mut recv_b) = open(conn_b.clone()).await;
+    let (mut send_b, mut recv_b, _) = open(&conn_b).await;
     let small = frame(lines(15, "b"));
     assert!((300..600).contains(&small.len()), "{}", small.len());
     send_b.write_all(&small).await.unwrap();
@@ -297,34 +288,16 @@ async fn batch_memory_is_one_budget_for_all_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_frame_times_out_and_gives_its_memory_back() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Arc::new(
-        Engine::open(
-            EngineConfig {
-                data_dir: dir.path().to_path_buf(),
-                background_flush: false,
-                ..EngineConfig::default()
-            },
-            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
-        )
-        .unwrap(),
-    );
+    let engine = engine(dir.path(), EngineConfig::default());
     let config = QuicConfig {
         batch_memory: 100,
         frame_timeout: Duration::from_millis(300),
         ..QuicConfig::default()
     };
     let server = Serving::start(dir.path(), engine, config).await;
-    let open = |conn: quinn::Connection| async move {
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        write_frame(&mut send, &Frame::Open { channel: 1 })
-            .await
-            .unwrap();
-        assert!(matches!(next(&mut recv).await, Some(Frame::Resume { .. })));
-        (send, recv)
-    };
     // Agent a announces a frame of 1,000 bytes (more than the whole budget) and sends 20.
     let (conn_a, _ctl_a, _) = server.hello("agent-a").await;
-    let (mut send_a, mut recv_a) = open(conn_a.clone()).await;
+    let (mut send_a, mut recv_a, _) = open(&conn_a).await;
     let stalled = batch(1).to_bytes();
     let mut announced = 1_000u32.to_be_bytes().to_vec();
     announced.extend_from_slice(&stalled[4..20]);
@@ -338,7 +311,7 @@ async fn a_stalled_frame_times_out_and_gives_its_memory_back() {
     }
     // Agent b's batch fits again.
     let (conn_b, _ctl_b, _) = server.hello("agent-b").await;
-    let (mut send_b, mut recv_b) = open(conn_b.clone()).await;
+    let (mut send_b, mut recv_b, _) = open(&conn_b).await;
     write_frame(&mut send_b, &batch(1)).await.unwrap();
     assert!(matches!(
         next(&mut recv_b).await,

@@ -86,6 +86,9 @@ enum Cmd {
         /// Active agents for the memory figure.
         #[arg(long, default_value_t = 100)]
         active: usize,
+        /// Load over HTTP first, then over QUIC (to see whether the order matters).
+        #[arg(long)]
+        http_first: bool,
         /// Extra flags for `vigil serve`.
         #[arg(long, allow_hyphen_values = true, num_args = 0..)]
         serve_args: Vec<String>,
@@ -143,8 +146,9 @@ fn main() -> anyhow::Result<()> {
             load,
             idle,
             active,
+            http_first,
             serve_args,
-        } => quic::run(load, idle, active, serve_args),
+        } => quic::run(load, idle, active, http_first, serve_args),
         Cmd::GenerateEvents { rows, out } => events::generate(rows, &out),
         Cmd::Events { load, serve_args } => events::run(load, serve_args),
         Cmd::External { load, url, pid } => {

@@ -21,38 +21,52 @@ pub(super) fn run(
     load: LoadArgs,
     idle: usize,
     active: usize,
+    http_first: bool,
     serve_args: Vec<String>,
 ) -> anyhow::Result<()> {
     let rt = tokio_runtime();
-    // 1. QUIC throughput on a fresh server.
-    let dir = tempfile::tempdir()?;
-    let mut s = spawn_vigil(dir.path(), &serve_args)?;
-    let rss = RssSampler::start(s.pid);
-    let cpu = CpuMeter::start(s.pid);
-    let mut quic = rt.block_on(load_quic(&load, load.connections, dir.path(), s.quic))?;
-    let cpu = cpu.stop();
-    stop(&mut s)?;
-    quic.peak_rss = rss.stop();
-    quic.print("vigil over QUIC");
-    cpu.print(quic.rows);
-    println!();
-    // 2. HTTP throughput on a fresh server, same data and connections.
-    let dir = tempfile::tempdir()?;
-    let mut s = spawn_vigil(dir.path(), &serve_args)?;
-    let rss = RssSampler::start(s.pid);
-    let cpu = CpuMeter::start(s.pid);
-    let mut http = rt.block_on(load_server(
-        &load,
-        &format!("{}/api/v1/write", s.url),
-        None,
-        Some(&s.token),
-    ))?;
-    let cpu = cpu.stop();
-    stop(&mut s)?;
-    http.peak_rss = rss.stop();
-    http.print("vigil over HTTP");
-    cpu.print(http.rows);
-    println!();
+    // 1. and 2. QUIC and HTTP throughput, each on a fresh server, same data and
+    // connections.
+    let quic = || -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut s = spawn_vigil(dir.path(), &serve_args)?;
+        let rss = RssSampler::start(s.pid);
+        let cpu = CpuMeter::start(s.pid);
+        let mut quic = rt.block_on(load_quic(&load, load.connections, dir.path(), s.quic))?;
+        let cpu = cpu.stop();
+        stop(&mut s)?;
+        quic.peak_rss = rss.stop();
+        quic.print("vigil over QUIC");
+        cpu.print(quic.rows);
+        println!();
+        Ok(())
+    };
+    let http = || -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut s = spawn_vigil(dir.path(), &serve_args)?;
+        let rss = RssSampler::start(s.pid);
+        let cpu = CpuMeter::start(s.pid);
+        let mut http = rt.block_on(load_server(
+            &load,
+            &format!("{}/api/v1/write", s.url),
+            None,
+            Some(&s.token),
+        ))?;
+        let cpu = cpu.stop();
+        stop(&mut s)?;
+        http.peak_rss = rss.stop();
+        http.print("vigil over HTTP");
+        cpu.print(http.rows);
+        println!();
+        Ok(())
+    };
+    if http_first {
+        http()?;
+        quic()?;
+    } else {
+        quic()?;
+        http()?;
+    }
     // 3. Memory with idle agents, then peak with active ones.
     let dir = tempfile::tempdir()?;
     let mut s = spawn_vigil(dir.path(), &serve_args)?;

@@ -27,45 +27,13 @@ pub(super) fn run(
     let rt = tokio_runtime();
     // 1. and 2. QUIC and HTTP throughput, each on a fresh server, same data and
     // connections.
-    let quic = || -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut s = spawn_vigil(dir.path(), &serve_args)?;
-        let rss = RssSampler::start(s.pid);
-        let cpu = CpuMeter::start(s.pid);
-        let mut quic = rt.block_on(load_quic(&load, load.connections, dir.path(), s.quic))?;
-        let cpu = cpu.stop();
-        stop(&mut s)?;
-        quic.peak_rss = rss.stop();
-        quic.print("vigil over QUIC");
-        cpu.print(quic.rows);
-        println!();
-        Ok(())
-    };
-    let http = || -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let mut s = spawn_vigil(dir.path(), &serve_args)?;
-        let rss = RssSampler::start(s.pid);
-        let cpu = CpuMeter::start(s.pid);
-        let mut http = rt.block_on(load_server(
-            &load,
-            &format!("{}/api/v1/write", s.url),
-            None,
-            Some(&s.token),
-        ))?;
-        let cpu = cpu.stop();
-        stop(&mut s)?;
-        http.peak_rss = rss.stop();
-        http.print("vigil over HTTP");
-        cpu.print(http.rows);
-        println!();
-        Ok(())
-    };
-    if http_first {
-        http()?;
-        quic()?;
+    let order = if http_first {
+        [false, true]
     } else {
-        quic()?;
-        http()?;
+        [true, false]
+    };
+    for quic in order {
+        throughput(&rt, &load, &serve_args, quic)?;
     }
     // 3. Memory with idle agents, then peak with active ones.
     let dir = tempfile::tempdir()?;
@@ -93,6 +61,37 @@ pub(super) fn run(
         busy.rows as f64 / busy.elapsed.as_secs_f64(),
         rss.stop().unwrap_or(0) as f64 / 1048576.0
     );
+    Ok(())
+}
+
+/// Loads a fresh server over QUIC (`quic`) or HTTP and prints the report with the CPU
+/// time both sides used.
+fn throughput(
+    rt: &tokio::runtime::Runtime,
+    load: &LoadArgs,
+    serve_args: &[String],
+    quic: bool,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut s = spawn_vigil(dir.path(), serve_args)?;
+    let rss = RssSampler::start(s.pid);
+    let cpu = CpuMeter::start(s.pid);
+    let mut report = if quic {
+        rt.block_on(load_quic(load, load.connections, dir.path(), s.quic))?
+    } else {
+        let url = format!("{}/api/v1/write", s.url);
+        rt.block_on(load_server(load, &url, None, Some(&s.token)))?
+    };
+    let cpu = cpu.stop();
+    stop(&mut s)?;
+    report.peak_rss = rss.stop();
+    report.print(if quic {
+        "vigil over QUIC"
+    } else {
+        "vigil over HTTP"
+    });
+    cpu.print(report.rows);
+    println!();
     Ok(())
 }
 

@@ -9,7 +9,10 @@ mod ship;
 use clap::{Parser, Subcommand};
 
 /// mimalloc: faster than glibc malloc for the many short-lived buffers of decoding and
-/// flushing, and it hands freed memory back to the OS sooner.
+/// flushing, and it hands freed memory back to the OS sooner. Built without its transparent
+/// huge page advice (`no_thp`): the kernel zeroes a whole 2 MiB page on the first touch of
+/// any byte in it, which took 7–11 % of a fresh server's CPU while loading and left its
+/// resident memory 5–10 % higher, for no measurable gain in rows/s (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

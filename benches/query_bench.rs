@@ -50,6 +50,10 @@ struct Args {
     /// optimisation and physical planning, execution.
     #[arg(long)]
     phases: bool,
+    /// Only plan each query (SQL to physical plan) `--runs` times, without executing it,
+    /// and print the median: a loop to profile the planner with.
+    #[arg(long)]
+    plan_only: bool,
     /// Threads (partitions) a query may use; default the number of cores.
     #[arg(long)]
     partitions: Option<usize>,
@@ -130,6 +134,10 @@ fn main() -> anyhow::Result<()> {
             .to_string_lossy()
             .to_string();
         let sql = std::fs::read_to_string(path)?;
+        if args.plan_only {
+            runtime.block_on(plan_only(&query, &name, &sql, args.runs))?;
+            continue;
+        }
         let t = runtime
             .block_on(time_query(&query, &sql, args.runs))
             .with_context(|| format!("query {name}"))?;
@@ -248,6 +256,23 @@ async fn explain(query: &QueryEngine, sql: &str) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Plans `sql` `runs` times without executing it and prints the median.
+async fn plan_only(query: &QueryEngine, name: &str, sql: &str, runs: usize) -> anyhow::Result<()> {
+    let ctx = query.context();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        ctx.sql(sql).await?.create_physical_plan().await?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "plan   {name:<24} median {:>9.3} ms",
+        ms(times[times.len() / 2])
+    );
     Ok(())
 }
 

@@ -17,6 +17,7 @@
 
 mod dedup;
 mod error;
+mod functions;
 mod last_value;
 mod lifecycle;
 mod newest_first;

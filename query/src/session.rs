@@ -84,6 +84,7 @@ impl QueryEngine {
         let catalog = ctx
             .catalog("datafusion")
             .ok_or_else(|| QueryError::Internal("no default catalog".into()))?;
+        ctx.register_udf(crate::functions::DateBin::udf());
         crate::recurrence::register(&ctx, &engine);
         catalog.register_schema(
             "public",

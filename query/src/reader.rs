@@ -1,8 +1,8 @@
 //! Parquet files read from memory maps, with their metadata and page index cached.
 //!
-//! Reads: a store file is mapped into memory when a scan first reads it ([`LocalFile`],
-//! shared by the partitions that read ranges of it), and every column chunk the decoder
-//! asks for is a slice of the mapping. DataFusion's own reader asks the object store for
+//! Reads: a store file is mapped into memory when a scan first reads it and stays mapped
+//! while it is in the store ([`LocalFile`]), and every column chunk the decoder asks for
+//! is a slice of the mapping. DataFusion's own reader asks the object store for
 //! each set of ranges, which copies them out of the page cache on a blocking thread (a
 //! thread hand-off and a copy for every row group a query opens).
 //!
@@ -16,9 +16,7 @@
 //! the bytes of the row groups it needs ([`matching_span`]) without any I/O.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
@@ -44,50 +42,56 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, RowGroupMetaData};
 use parquet::schema::types::SchemaDescriptor;
+use vigil_engine::DataFile;
 
 /// A data file of the store, attached to each [`PartitionedFile`] of a scan
-/// ([`PartitionedFile::with_extension`]) and mapped into memory on its first read.
+/// ([`PartitionedFile::with_extension`]) and read from its memory mapping
+/// ([`DataFile::bytes`], made on its first read and kept while the file is in the store).
 #[derive(Debug)]
 pub(crate) struct LocalFile {
-    path: PathBuf,
+    file: Arc<DataFile>,
+    /// The mapping as far as the file reaches now, checked once per scan.
     map: OnceLock<std::result::Result<Bytes, String>>,
 }
 
 impl LocalFile {
-    pub(crate) fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(file: Arc<DataFile>) -> Self {
         Self {
-            path,
+            file,
             map: OnceLock::new(),
         }
     }
 
+    /// The file's mapping, cut to the file's length now. The store never changes a file
+    /// once written, but the mapping outlives scans: were the file cut short behind the
+    /// store's back, reading the mapping past its new end would kill the process
+    /// (`SIGBUS`); this way the scan fails with an error naming the file instead.
+    fn map(&self) -> parquet::errors::Result<&Bytes> {
+        let map = self.map.get_or_init(|| {
+            let path = self.file.path();
+            let cannot = |e: std::io::Error| format!("{}: cannot map: {e}", path.display());
+            let map = self.file.bytes().map_err(cannot)?;
+            let len = std::fs::metadata(path).map_err(cannot)?.len();
+            Ok(map.slice(..map.len().min(usize::try_from(len).unwrap_or(usize::MAX))))
+        });
+        map.as_ref().map_err(|e| ParquetError::General(e.clone()))
+    }
+
     /// Bytes `range` of the file, without copying.
     fn bytes(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
-        let map = self.map.get_or_init(|| map_file(&self.path));
-        let map = map.as_ref().map_err(|e| ParquetError::General(e.clone()))?;
+        let map = self.map()?;
         match (usize::try_from(range.start), usize::try_from(range.end)) {
             (Ok(start), Ok(end)) if start <= end && end <= map.len() => Ok(map.slice(start..end)),
             _ => Err(ParquetError::General(format!(
                 "{}: bytes {}..{} are past the end of the file ({} bytes); was it changed \
                  outside Vigil?",
-                self.path.display(),
+                self.file.path().display(),
                 range.start,
                 range.end,
                 map.len()
             ))),
         }
     }
-}
-
-fn map_file(path: &Path) -> std::result::Result<Bytes, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: a data file is written under a temporary name, fsynced and renamed into
-    // place, and never written again; compaction and retention unlink it only when no
-    // scan holds it (and pages of an unlinked file stay mapped). Only this process, which
-    // holds the data directory's lock, writes the store.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| format!("{}: cannot map: {e}", path.display()))?;
-    Ok(Bytes::from_owner(map))
 }
 
 /// Readers over [`LocalFile`] mappings, with footers and page indexes from (and into)
@@ -331,6 +335,7 @@ fn cached_metadata(
 mod tests {
     use datafusion::object_store::local::LocalFileSystem;
     use datafusion::prelude::SessionContext;
+    use vigil_engine::FileMeta;
 
     use super::*;
 
@@ -348,7 +353,17 @@ mod tests {
             cache: ctx.runtime_env().cache_manager.get_file_metadata_cache(),
         };
         let plain = PartitionedFile::new(path.to_string_lossy().to_string(), 10);
-        let mapped = plain.clone().with_extension(LocalFile::new(path.clone()));
+        let meta = FileMeta {
+            path: "f.parquet".into(),
+            partition: "2026-01-01".into(),
+            rows: 0,
+            size_bytes: 10,
+            min_time: 0,
+            max_time: 0,
+            max_lsn: 0,
+        };
+        let local = LocalFile::new(Arc::new(DataFile::new(dir.path(), meta)));
+        let mapped = plain.clone().with_extension(local);
         for (file, is_mapped) in [(plain, false), (mapped, true)] {
             let metrics = ExecutionPlanMetricsSet::new();
             let mut r = factory.create_reader(0, file, None, &metrics).unwrap();

@@ -409,9 +409,9 @@ fn overlap_groups(sources: Vec<Source>) -> Vec<Vec<Source>> {
     groups
 }
 
-fn partitioned_file(f: &DataFile) -> PartitionedFile {
+fn partitioned_file(f: &Arc<DataFile>) -> PartitionedFile {
     PartitionedFile::new(f.path().to_string_lossy().to_string(), f.meta().size_bytes)
-        .with_extension(LocalFile::new(f.path().to_path_buf()))
+        .with_extension(LocalFile::new(Arc::clone(f)))
 }
 
 fn parquet_exec(

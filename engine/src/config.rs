@@ -26,7 +26,11 @@ pub struct EngineConfig {
     /// Run the background flusher (by size and age); default true. Tests that drive
     /// flushes themselves turn it off.
     pub background_flush: bool,
-    /// Rows per Parquet row group, the unit that statistics prune; default 1,048,576.
+    /// Most rows per Parquet row group, the unit that statistics prune; default 131,072.
+    /// A one-host query decodes the dictionary of each tag it filters on once per row
+    /// group it reads: in row groups of 1,048,576 rows (half an hour of 4,000 hosts) that
+    /// was 2,000 host names for the 180 rows wanted, and the 12-hour one-host TSBS
+    /// queries took 16–23 % less CPU in row groups of 131,072 rows (files 0.5 % larger).
     pub row_group_rows: usize,
     /// Width of the time slices that lead the sort order of metric tables created from
     /// now on (recorded per table at its first flush; see `TableSchema::time_slice`);
@@ -49,7 +53,7 @@ impl Default for EngineConfig {
             max_buffer_bytes: 256 * 1024 * 1024,
             decoders: std::thread::available_parallelism().map_or(2, usize::from),
             background_flush: true,
-            row_group_rows: 1024 * 1024,
+            row_group_rows: 128 * 1024,
             time_slice: Some(Duration::from_nanos(crate::schema::TIME_SLICE_NANOS as u64)),
             last_value_max_series: 250_000,
             events: EventsConfig::default(),

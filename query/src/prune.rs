@@ -67,7 +67,7 @@ impl PruningStatistics for Stats {
 }
 
 /// `predicate` as a test of statistics: of sources' time ranges here, and of row groups'
-/// column statistics in [`crate::reader::matching_span`]; `None` when it cannot rule any
+/// column statistics in [`crate::reader::plan_file`]; `None` when it cannot rule any
 /// container out.
 pub(crate) fn pruning_predicate(
     predicate: &Arc<dyn PhysicalExpr>,

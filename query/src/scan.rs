@@ -28,10 +28,12 @@ pub(crate) struct ScanInfo {
     pub(crate) buffered: usize,
     pub(crate) total_buffered: usize,
     pub(crate) dedup_groups: usize,
-    /// Row groups of the plain files planned with their metadata cached: in the byte range
-    /// each file is read over, and in all ([`crate::reader::matching_span`]).
+    /// Row groups of the filtered plain files that the scan reads, and in all; rows in the
+    /// pages it reads of them, and in all ([`crate::reader::plan_file`]).
     pub(crate) row_groups: usize,
     pub(crate) total_row_groups: usize,
+    pub(crate) rows: u64,
+    pub(crate) total_rows: u64,
     /// Read from the last-value cache: this many series, newest per these tags.
     pub(crate) last_values: Option<(usize, Option<Vec<String>>)>,
 }
@@ -47,6 +49,8 @@ impl ScanInfo {
             dedup_groups: 0,
             row_groups: 0,
             total_row_groups: 0,
+            rows: 0,
+            total_rows: 0,
             last_values: Some((series, group_by)),
         }
     }
@@ -113,8 +117,8 @@ impl DisplayAs for VigilScanExec {
         if i.total_row_groups > 0 {
             write!(
                 f,
-                ", row_groups={} of {} in range",
-                i.row_groups, i.total_row_groups
+                ", row_groups={} of {}, rows={} of {}",
+                i.row_groups, i.total_row_groups, i.rows, i.total_rows
             )?;
         }
         Ok(())

@@ -30,8 +30,8 @@ use datafusion::physical_plan::union::UnionExec;
 use vigil_engine::{DataFile, EVENTS_TABLE, Engine, TIME_COLUMN, TableSnapshot};
 
 use crate::dedup::{DedupExec, SRC_COLUMN};
-use crate::prune::{prune_sources, pruning_predicate};
-use crate::reader::{LocalFile, MappedReaderFactory, matching_span};
+use crate::prune::prune_sources;
+use crate::reader::{LocalFile, MappedReaderFactory, StatsFilter, file_metadata, plan_file};
 use crate::recurrence::{FINGERPRINTS_TABLE, FingerprintsTable};
 use crate::scan::{ScanInfo, VigilScanExec};
 
@@ -140,6 +140,7 @@ impl TableProvider for VigilTable {
             filters,
             limit,
         )
+        .await
     }
 }
 
@@ -188,7 +189,7 @@ impl Source {
 }
 
 /// Builds the physical plan of a scan of `snapshot`; see the module docs.
-pub(crate) fn plan_scan(
+pub(crate) async fn plan_scan(
     state: &dyn Session,
     snapshot: &TableSnapshot,
     schema: SchemaRef,
@@ -235,11 +236,11 @@ pub(crate) fn plan_scan(
         .filter(|s| matches!(s.data, SourceData::File(_)))
         .count();
     let total_buffered = all.len() - total_files;
-    let pruning = predicate
+    let filter = predicate
         .as_ref()
-        .and_then(|p| pruning_predicate(p, &schema));
-    let sources = match &pruning {
-        Some(pruning) => prune_sources(pruning, all)?,
+        .and_then(|p| StatsFilter::new(p, &schema));
+    let sources = match &filter {
+        Some(filter) => prune_sources(&filter.row_groups, all)?,
         None => all,
     };
     let groups = if metrics {
@@ -281,6 +282,8 @@ pub(crate) fn plan_scan(
         dedup_groups: dedup.len(),
         row_groups: 0,
         total_row_groups: 0,
+        rows: 0,
+        total_rows: 0,
         last_values: None,
     };
     let mut leases: Vec<Arc<DataFile>> = plain_files.clone();
@@ -300,29 +303,39 @@ pub(crate) fn plan_scan(
     if !plain_files.is_empty() {
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(plain_files.len())];
         let n = groups.len();
-        // With a filter, each file is read over the byte range of the row groups whose
-        // statistics it may match (when its metadata is cached), so that only large scans
-        // are split.
+        // With a filter, each file is read as its statistics decide at planning: the row
+        // groups and pages that may match, over the byte range of those row groups (so
+        // that only large scans are split), with DataFusion's own pruning off.
+        let url = ObjectStoreUrl::local_filesystem();
+        let store = state.runtime_env().object_store(&url)?;
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
             let mut file = partitioned_file(f);
-            if let Some(pruning) = &pruning
-                && let Some(span) = matching_span(cache.as_ref(), &file, pruning, &schema)?
-            {
-                file = file.with_range(span.bytes.start, span.bytes.end);
-                info.row_groups += span.row_groups;
-                info.total_row_groups += span.total_row_groups;
+            if let Some(filter) = &filter {
+                let metadata = file_metadata(store.as_ref(), &cache, &file, None).await?;
+                let plan = plan_file(&metadata, file.object_meta.size, filter, &schema);
+                info.row_groups += plan.row_groups;
+                info.total_row_groups += plan.total_row_groups;
+                info.rows += plan.rows;
+                info.total_rows += plan.total_rows;
+                file = file
+                    .with_range(plan.bytes.start, plan.bytes.end)
+                    .with_extension(plan.access);
             }
             groups[i % n].push(file);
         }
         // No predicate of our own here: the filters reach these files through DataFusion's
-        // physical filter pushdown (the `FilterExec` above moves into the Parquet source),
-        // and giving it here too would make every row group and page be checked twice.
+        // physical filter pushdown (the `FilterExec` above moves into the Parquet source)
+        // and filter their rows there.
         inputs.push(parquet_exec(
             state,
             &schema,
             groups,
-            None,
+            if filter.is_some() {
+                Pruning::Planned
+            } else {
+                Pruning::Reader(None)
+            },
             &projection,
             limit,
             None,
@@ -414,11 +427,21 @@ fn partitioned_file(f: &Arc<DataFile>) -> PartitionedFile {
         .with_extension(LocalFile::new(Arc::clone(f)))
 }
 
+/// Who chooses the row groups and pages a Parquet scan reads.
+enum Pruning<'a> {
+    /// DataFusion's reader, by their statistics, with this predicate and any filters
+    /// pushed down to the scan later.
+    Reader(Option<&'a Arc<dyn PhysicalExpr>>),
+    /// Planning: every file carries its access plan ([`crate::reader::plan_file`]), and the
+    /// reader does not prune them again.
+    Planned,
+}
+
 fn parquet_exec(
     state: &dyn Session,
     schema: &SchemaRef,
     groups: Vec<Vec<PartitionedFile>>,
-    predicate: Option<&Arc<dyn PhysicalExpr>>,
+    pruning: Pruning<'_>,
     projection: &[usize],
     limit: Option<usize>,
     ordering: Option<LexOrdering>,
@@ -428,10 +451,18 @@ fn parquet_exec(
     let url = ObjectStoreUrl::local_filesystem();
     let store = state.runtime_env().object_store(&url)?;
     let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut options = state.table_options().parquet.clone();
+    let predicate = match pruning {
+        Pruning::Reader(predicate) => predicate,
+        Pruning::Planned => {
+            options.global.pruning = false;
+            options.global.enable_page_index = false;
+            None
+        }
+    };
     let mut source = ParquetSource::new(Arc::clone(schema))
-        .with_table_parquet_options(state.table_options().parquet.clone())
-        .with_parquet_file_reader_factory(Arc::new(MappedReaderFactory { store, cache }))
-        .with_enable_page_index(true);
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(MappedReaderFactory { store, cache }));
     if let Some(p) = predicate {
         source = source.with_predicate(Arc::clone(p));
     }
@@ -511,7 +542,7 @@ pub(crate) fn merge_plan(
                 state,
                 schema,
                 vec![vec![partitioned_file(f)]],
-                key_predicate,
+                Pruning::Reader(key_predicate),
                 &read,
                 None,
                 Some(ordering.clone()),

@@ -136,9 +136,10 @@ async fn secured_on(
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
     app: Router,
     engine: Arc<Engine>,
+    /// Last: fields drop in order, and the engine's last flush writes into this directory.
+    _dir: tempfile::TempDir,
 }
 
 /// An engine on `dir` without a background flusher, its clock at 2023-11-14.

@@ -11,10 +11,11 @@ use vigil_relational::{AuditRow, Db, ListParams, Page, Principal, Role};
 use super::{Backend, secured_on, send, test_engine};
 
 struct Secured {
-    _dir: tempfile::TempDir,
     app: Router,
     db: Db,
     admin: String,
+    /// Last: fields drop in order, and the engine's last flush writes into this directory.
+    _dir: tempfile::TempDir,
 }
 
 async fn secured(backend: Backend) -> Secured {

@@ -20,9 +20,10 @@ use crate::schema::{ColumnKind, EVENTS_TABLE, FieldType, TIME_COLUMN, TableSchem
 
 /// Rows per data page at most (Parquet's default is 20,000). A query for one series reads
 /// whole pages, and `time` and integer fields are delta-encoded, so it decodes every value
-/// of a page up to its rows: in hour slices a host's hour is 360 rows, and 8,192-row pages
-/// cut the CPU of one-host TSBS queries by 13–24 % for 4 % more bytes (BENCHMARKS.md).
-pub const DATA_PAGE_ROWS: usize = 8192;
+/// of a page up to its rows: in hour slices a host's hour is 360 rows. 8,192-row pages cut
+/// the CPU of one-host TSBS queries by 13–24 % against 20,000 for 4 % more bytes; 4,096
+/// cut it by another 7–17 % for 4 % more, and full scans took 0–4 % more (BENCHMARKS.md).
+pub const DATA_PAGE_ROWS: usize = 4096;
 
 /// Rows of one table and day to persist, in arrival (LSN) order.
 pub(crate) struct PartitionRows<'a> {

@@ -81,7 +81,7 @@ impl QueryEngine {
         // The store writes no bloom filters: looking for them costs every file opening.
         parquet.bloom_filter_on_read = false;
         // No predicate cache (the filter columns' decoded values kept for the output): a
-        // one-host query reads a few hundred rows of each 8,192-row page, and copying and
+        // one-host query reads a few hundred rows of each page, and copying and
         // counting the cached batches costs more than decoding `time` twice: without it the
         // 12-hour single-host TSBS queries take 12–14 % less CPU (means of six noisy
         // passes), and full scans no measurable difference.

@@ -152,7 +152,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::GenerateEvents { rows, out } => events::generate(rows, &out),
         Cmd::Events { load, serve_args } => events::run(load, serve_args),
         Cmd::External { load, url, pid } => {
-            let r = tokio_runtime().block_on(load_server(&load, &url, pid, None))?;
+            let lines = count_lines(&load.file)?;
+            let r = tokio_runtime().block_on(load_server(&load, lines, &url, pid, None))?;
             r.print("external");
             Ok(())
         }
@@ -321,16 +322,18 @@ impl Report {
     }
 }
 
-/// Reads the file in batches of `batch` lines and posts them over `connections` connections.
-/// `token` goes in `Authorization: Bearer` (Vigil's admin token; none for other servers).
+/// Reads the file (of `lines` lines) in batches of `batch` lines and posts them over
+/// `connections` connections. `token` goes in `Authorization: Bearer` (Vigil's admin token;
+/// none for other servers).
 async fn load_server(
     args: &LoadArgs,
+    lines: u64,
     url: &str,
     pid: Option<u32>,
     token: Option<&str>,
 ) -> anyhow::Result<Report> {
     let token = token.map(str::to_string);
-    let progress = progress_bar(count_lines(&args.file)?, "loading");
+    let progress = progress_bar(lines, "loading");
     let (tx, rx) = mpmc::bounded(args.connections * 2);
     let file = args.file.clone();
     let batch = args.batch;
@@ -556,8 +559,10 @@ fn run_vigil(
     } = spawn_vigil(&dir, &serve_args)?;
     let rt = tokio_runtime();
     let rss = RssSampler::start(pid);
+    let lines = count_lines(&load.file)?;
     let mut report = rt.block_on(load_server(
         &load,
+        lines,
         &format!("{url}/api/v1/write"),
         None,
         Some(&token),

@@ -71,6 +71,7 @@ fn chrono_ms(ms: u64) -> String {
 /// with both off, and prints the slowdown.
 pub(super) fn run(load: LoadArgs, serve_args: Vec<String>) -> anyhow::Result<()> {
     let rt = tokio_runtime();
+    let lines = super::count_lines(&load.file)?;
     let mut rates = Vec::new();
     for (name, extra) in [
         ("grouping + dedup on", vec![]),
@@ -86,6 +87,7 @@ pub(super) fn run(load: LoadArgs, serve_args: Vec<String>) -> anyhow::Result<()>
         let rss = RssSampler::start(s.pid);
         let mut report = rt.block_on(load_server(
             &load,
+            lines,
             &format!("{}/api/v1/events", s.url),
             None,
             Some(&s.token),

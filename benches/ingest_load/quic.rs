@@ -25,6 +25,8 @@ pub(super) fn run(
     serve_args: Vec<String>,
 ) -> anyhow::Result<()> {
     let rt = tokio_runtime();
+    // Counted once, before any CPU is measured (reading the file is not part of a load).
+    let lines = super::count_lines(&load.file)?;
     // 1. and 2. QUIC and HTTP throughput, each on a fresh server, same data and
     // connections.
     let order = if http_first {
@@ -33,7 +35,7 @@ pub(super) fn run(
         [true, false]
     };
     for quic in order {
-        throughput(&rt, &load, &serve_args, quic)?;
+        throughput(&rt, &load, lines, &serve_args, quic)?;
     }
     // 3. Memory with idle agents, then peak with active ones.
     let dir = tempfile::tempdir()?;
@@ -54,7 +56,7 @@ pub(super) fn run(
         return Ok(());
     }
     let rss = RssSampler::start(s.pid);
-    let busy = rt.block_on(load_quic(&load, active, dir.path(), s.quic))?;
+    let busy = rt.block_on(load_quic(&load, lines, active, dir.path(), s.quic))?;
     stop(&mut s)?;
     println!(
         "active agents:     {active} loading ({:.0} rows/s); server peak RSS {:.0} MiB",
@@ -69,6 +71,7 @@ pub(super) fn run(
 fn throughput(
     rt: &tokio::runtime::Runtime,
     load: &LoadArgs,
+    lines: u64,
     serve_args: &[String],
     quic: bool,
 ) -> anyhow::Result<()> {
@@ -77,10 +80,10 @@ fn throughput(
     let rss = RssSampler::start(s.pid);
     let cpu = CpuMeter::start(s.pid);
     let mut report = if quic {
-        rt.block_on(load_quic(load, load.connections, dir.path(), s.quic))?
+        rt.block_on(load_quic(load, lines, load.connections, dir.path(), s.quic))?
     } else {
         let url = format!("{}/api/v1/write", s.url);
-        rt.block_on(load_server(load, &url, None, Some(&s.token)))?
+        rt.block_on(load_server(load, lines, &url, None, Some(&s.token)))?
     };
     let cpu = cpu.stop();
     stop(&mut s)?;
@@ -228,6 +231,7 @@ async fn idle_agents(
 /// 8 batches in flight, resending from the first unacknowledged batch after BUSY.
 async fn load_quic(
     args: &LoadArgs,
+    lines: u64,
     agents: usize,
     data_dir: &Path,
     server: SocketAddr,
@@ -235,7 +239,7 @@ async fn load_quic(
     let token = std::fs::read_to_string(data_dir.join("admin.token"))?
         .trim()
         .to_string();
-    let progress = progress_bar(super::count_lines(&args.file)?, "QUIC");
+    let progress = progress_bar(lines, "QUIC");
     let (tx, rx) = mpmc::bounded(agents * 2);
     let file = args.file.clone();
     let batch = args.batch;

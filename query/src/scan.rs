@@ -15,6 +15,7 @@ use datafusion::common::{Result, internal_err};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
+use datafusion::physical_plan::projection::{ProjectionExec, make_with_child};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{Stream, StreamExt};
 use vigil_engine::DataFile;
@@ -176,6 +177,23 @@ impl ExecutionPlan for VigilScanExec {
             inner: self.input.execute(partition, context)?,
             _leases: Arc::clone(&self.leases),
         }))
+    }
+
+    /// A projection that narrows the scan moves below it, towards the sources: a Parquet
+    /// source then decodes only the columns asked for, not those that only its pushed-down
+    /// filter reads (the host name of a one-host query).
+    fn try_swapping_with_projection(
+        &self,
+        projection: &ProjectionExec,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if projection.expr().len() >= self.schema().fields().len() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Self::with_leases(
+            make_with_child(projection, &self.input)?,
+            Arc::clone(&self.leases),
+            self.info.clone(),
+        ))))
     }
 
     /// Filters pass through to the sources below, which use them to prune row groups

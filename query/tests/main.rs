@@ -6,4 +6,5 @@ mod common;
 mod lifecycle;
 mod limits;
 mod newest_first;
+mod plan;
 mod slt;

@@ -1,0 +1,58 @@
+//! The shape of a scan's physical plan.
+
+use crate::common::Store;
+
+fn text(batches: &[arrow::array::RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
+}
+
+/// A column that only the filter reads is not read for the output: the projection above
+/// the scan moves below it, into the Parquet source and the buffer's filter, which then
+/// produce only the columns asked for.
+#[tokio::test]
+async fn a_column_only_the_filter_reads_is_not_read_for_the_output() {
+    let s = Store::default();
+    let mut body = String::new();
+    for i in 0..40_i64 {
+        body.push_str(&format!(
+            "cpu,host=h{} v={i}i {}\n",
+            i % 3,
+            i * 1_000_000_000
+        ));
+    }
+    s.write_lines(&body).await.unwrap();
+    s.engine.flush().unwrap();
+    // And rows still in memory, in a later day: a file and a buffer under the scan.
+    s.write_lines("cpu,host=h1 v=100i 86400000000000\ncpu,host=h2 v=200i 86400000000000\n")
+        .await
+        .unwrap();
+    let sql = "SELECT sum(v) AS s FROM cpu WHERE host = 'h1'";
+    let answer = text(&s.query.collect(sql).await.unwrap());
+    // h1 has i = 1, 4, …, 37 (sum 247) and 100 in memory.
+    assert!(answer.contains("| 347 |"), "{answer}");
+    let plan = text(&s.query.collect(&format!("EXPLAIN {sql}")).await.unwrap());
+    let lines: Vec<&str> = plan.lines().collect();
+    let scan = lines
+        .iter()
+        .position(|l| l.contains("VigilScanExec"))
+        .unwrap_or_else(|| panic!("no scan: {plan}"));
+    assert!(
+        !lines[scan - 1].contains("ProjectionExec"),
+        "no projection left above the scan: {plan}"
+    );
+    // Below the scan: the file's source reads `v` alone (its filter reads `host` by
+    // itself), and the buffer's filter hands on `v` alone.
+    let file = lines[scan..]
+        .iter()
+        .find(|l| l.contains(".parquet"))
+        .unwrap_or_else(|| panic!("no file: {plan}"));
+    assert!(file.contains("projection=[v],"), "{plan}");
+    assert!(file.contains("predicate=host"), "{plan}");
+    let buffer = lines[scan..]
+        .iter()
+        .find(|l| l.contains("FilterExec"))
+        .unwrap_or_else(|| panic!("no filter over the buffer: {plan}"));
+    assert!(buffer.contains("projection=[v@"), "{plan}");
+}

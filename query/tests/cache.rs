@@ -1,23 +1,6 @@
 //! Parquet metadata stays cached between queries: footers with their page indexes.
 
-use crate::common::Store;
-
-/// A store with one file: 40 rows of 3 hosts, one a second from the epoch, in row groups
-/// of 4 rows.
-async fn one_file() -> Store {
-    let s = Store::default();
-    let mut body = String::new();
-    for i in 0..40_i64 {
-        body.push_str(&format!(
-            "cpu,host=h{} v={i}i {}\n",
-            i % 3,
-            i * 1_000_000_000
-        ));
-    }
-    s.write_lines(&body).await.unwrap();
-    s.engine.flush().unwrap();
-    s
-}
+use crate::common::{Store, one_file, text};
 
 #[tokio::test]
 async fn the_metadata_cache_keeps_each_files_page_index() {
@@ -45,12 +28,6 @@ async fn the_metadata_cache_keeps_each_files_page_index() {
         );
         assert!(entry.hits >= 1, "{path}: the second query read the cache");
     }
-}
-
-fn text(batches: &[arrow::array::RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches)
-        .unwrap()
-        .to_string()
 }
 
 /// The answer to `sql` run twice: the first run opens the file (and caches its metadata),

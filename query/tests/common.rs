@@ -58,3 +58,27 @@ impl Store {
         Ok(self.engine.commit(w).await?.rows)
     }
 }
+
+/// A store with one file: 40 rows of 3 hosts (`cpu,host=h{i % 3} v={i}i`), one a second
+/// from the epoch, in row groups of 4 rows.
+pub(crate) async fn one_file() -> Store {
+    let s = Store::default();
+    let mut body = String::new();
+    for i in 0..40_i64 {
+        body.push_str(&format!(
+            "cpu,host=h{} v={i}i {}\n",
+            i % 3,
+            i * 1_000_000_000
+        ));
+    }
+    s.write_lines(&body).await.unwrap();
+    s.engine.flush().unwrap();
+    s
+}
+
+/// Query answers as a table, for assertions on their text.
+pub(crate) fn text(batches: &[arrow::array::RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
+}

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use arrow::array::RecordBatch;
-use arrow::util::pretty::pretty_format_batches;
 
-use crate::common::Store;
+use crate::common::{Store, text};
 
 const MINUTE: i64 = 60_000_000_000;
 
@@ -22,10 +21,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn text(batches: &[RecordBatch]) -> String {
-    pretty_format_batches(batches).unwrap().to_string()
 }
 
 /// Writes sparse data over ~10 hours in four rounds (three flushed to files, one left

@@ -1,29 +1,13 @@
 //! The shape of a scan's physical plan.
 
-use crate::common::Store;
-
-fn text(batches: &[arrow::array::RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches)
-        .unwrap()
-        .to_string()
-}
+use crate::common::{one_file, text};
 
 /// A column that only the filter reads is not read for the output: the projection above
 /// the scan moves below it, into the Parquet source and the buffer's filter, which then
 /// produce only the columns asked for.
 #[tokio::test]
 async fn a_column_only_the_filter_reads_is_not_read_for_the_output() {
-    let s = Store::default();
-    let mut body = String::new();
-    for i in 0..40_i64 {
-        body.push_str(&format!(
-            "cpu,host=h{} v={i}i {}\n",
-            i % 3,
-            i * 1_000_000_000
-        ));
-    }
-    s.write_lines(&body).await.unwrap();
-    s.engine.flush().unwrap();
+    let s = one_file().await;
     // And rows still in memory, in a later day: a file and a buffer under the scan.
     s.write_lines("cpu,host=h1 v=100i 86400000000000\ncpu,host=h2 v=200i 86400000000000\n")
         .await

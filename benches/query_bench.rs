@@ -265,7 +265,7 @@ async fn plan_only(query: &QueryEngine, name: &str, sql: &str, runs: usize) -> a
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        ctx.sql(sql).await?.create_physical_plan().await?;
+        query.physical_plan(ctx.sql(sql).await?).await?;
         times.push(t.elapsed());
     }
     times.sort();
@@ -276,8 +276,8 @@ async fn plan_only(query: &QueryEngine, name: &str, sql: &str, runs: usize) -> a
     Ok(())
 }
 
-/// Medians of the planning and execution phases, through the DataFusion session directly
-/// (without the query engine's limits and rewrites).
+/// Medians of the planning and execution phases, planned as the query engine plans (one
+/// partition or all, [`QueryEngine::physical_plan`]) but without its limits and rewrites.
 async fn phases(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Result<()> {
     let ctx = query.context();
     let mut logical = Vec::new();
@@ -288,10 +288,10 @@ async fn phases(query: &QueryEngine, sql: &str, runs: usize) -> anyhow::Result<(
         let df = ctx.sql(sql).await?;
         logical.push(t.elapsed());
         let t = Instant::now();
-        let plan = df.create_physical_plan().await?;
+        let (plan, task) = query.physical_plan(df).await?;
         physical.push(t.elapsed());
         let t = Instant::now();
-        datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
+        datafusion::physical_plan::collect(plan, task).await?;
         execution.push(t.elapsed());
     }
     for v in [&mut logical, &mut physical, &mut execution] {

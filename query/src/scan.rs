@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -35,6 +35,10 @@ pub(crate) struct ScanInfo {
     pub(crate) total_row_groups: usize,
     pub(crate) rows: u64,
     pub(crate) total_rows: u64,
+    /// Rows the scan reads at most: those of the pages it reads of filtered files, every
+    /// row of the other files and of buffered data (deciding whether a query runs in
+    /// parallel, [`crate::QueryConfig::parallel_rows`]).
+    pub(crate) read_rows: u64,
     /// Read from the last-value cache: this many series, newest per these tags.
     pub(crate) last_values: Option<(usize, Option<Vec<String>>)>,
 }
@@ -52,9 +56,23 @@ impl ScanInfo {
             total_row_groups: 0,
             rows: 0,
             total_rows: 0,
+            read_rows: series as u64,
             last_values: Some((series, group_by)),
         }
     }
+}
+
+/// The rows the scans of `plan` read together (see [`ScanInfo::read_rows`]); `None` when
+/// it scans no table.
+pub(crate) fn rows_read(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
+    let mut rows = None;
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<VigilScanExec>() {
+            *rows.get_or_insert(0) += scan.info.read_rows;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    rows
 }
 
 #[derive(Debug)]

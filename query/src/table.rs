@@ -284,6 +284,14 @@ pub(crate) async fn plan_scan(
         total_row_groups: 0,
         rows: 0,
         total_rows: 0,
+        read_rows: plain_batches
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .chain(dedup.iter().flatten().map(|s| match &s.data {
+                SourceData::File(f) => f.meta().rows,
+                SourceData::Buffer(b) => b.num_rows() as u64,
+            }))
+            .sum(),
         last_values: None,
     };
     let mut leases: Vec<Arc<DataFile>> = plain_files.clone();
@@ -311,6 +319,9 @@ pub(crate) async fn plan_scan(
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
             let mut file = partitioned_file(f);
+            if filter.is_none() {
+                info.read_rows += f.meta().rows;
+            }
             if let Some(filter) = &filter {
                 let metadata = file_metadata(store.as_ref(), &cache, &file, None).await?;
                 let plan = plan_file(&metadata, file.object_meta.size, filter, &schema);
@@ -318,6 +329,7 @@ pub(crate) async fn plan_scan(
                 info.total_row_groups += plan.total_row_groups;
                 info.rows += plan.rows;
                 info.total_rows += plan.total_rows;
+                info.read_rows += plan.rows;
                 file = file
                     .with_range(plan.bytes.start, plan.bytes.end)
                     .with_extension(plan.access);

@@ -63,6 +63,12 @@ impl Store {
 /// from the epoch, in row groups of 4 rows.
 pub(crate) async fn one_file() -> Store {
     let s = Store::default();
+    load_one_file(&s).await;
+    s
+}
+
+/// Writes [`one_file`]'s rows into `s` and flushes them.
+pub(crate) async fn load_one_file(s: &Store) {
     let mut body = String::new();
     for i in 0..40_i64 {
         body.push_str(&format!(
@@ -73,7 +79,6 @@ pub(crate) async fn one_file() -> Store {
     }
     s.write_lines(&body).await.unwrap();
     s.engine.flush().unwrap();
-    s
 }
 
 /// Query answers as a table, for assertions on their text.

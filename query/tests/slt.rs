@@ -19,6 +19,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sqllogictest::{DBOutput, DefaultColumnType};
+use vigil_query::{LifecycleConfig, QueryConfig};
 
 use crate::common::Store;
 
@@ -261,15 +262,24 @@ async fn sql_logic_tests() {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        // A fresh store per file.
-        let mut runner = sqllogictest::Runner::new(|| async {
-            Ok(VigilDb {
-                store: Store::default(),
-            })
-        });
-        runner.with_validator(tolerant_validator);
-        if let Err(e) = runner.run_file_async(file).await {
-            failures.push(format!("{name}: {e}"));
+        // A fresh store per file, twice: as configured (these small queries run in one
+        // partition) and with every query in two partitions, as large ones run.
+        for (mode, parallel_rows) in [("one partition", None), ("two partitions", Some(0))] {
+            let mut runner = sqllogictest::Runner::new(|| async move {
+                let defaults = QueryConfig::default();
+                let query = QueryConfig {
+                    parallel_rows: parallel_rows.unwrap_or(defaults.parallel_rows),
+                    target_partitions: 2,
+                    ..defaults
+                };
+                Ok(VigilDb {
+                    store: Store::new(query, LifecycleConfig::default()),
+                })
+            });
+            runner.with_validator(tolerant_validator);
+            if let Err(e) = runner.run_file_async(file).await {
+                failures.push(format!("{name} ({mode}): {e}"));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -79,6 +79,10 @@ pub(crate) struct ServeArgs {
     /// Fail a query whose result has more rows than this [default: 1000000].
     #[arg(long, env = "VIGIL_QUERY_MAX_ROWS")]
     pub(crate) query_max_rows: Option<usize>,
+    /// Run a query whose scans read fewer rows than this in one partition (thread); 0 runs
+    /// every query on all cores [default: 524288].
+    #[arg(long, env = "VIGIL_QUERY_PARALLEL_ROWS")]
+    pub(crate) query_parallel_rows: Option<u64>,
     /// Drop partitions (days) older than this, e.g. `30d` [default: keep forever].
     #[arg(long, env = "VIGIL_RETENTION")]
     pub(crate) retention: Option<humantime::Duration>,
@@ -153,6 +157,7 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     query_timeout: Option<Duration>,
     query_max_rows: Option<usize>,
+    query_parallel_rows: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
     /// Table → `30d` or `forever`.
@@ -285,6 +290,10 @@ impl ServeArgs {
                 .query_max_rows
                 .or(file.query_max_rows)
                 .unwrap_or(qd.max_rows),
+            parallel_rows: self
+                .query_parallel_rows
+                .or(file.query_parallel_rows)
+                .unwrap_or(qd.parallel_rows),
             ..qd
         };
         if query.max_rows == 0 || query.timeout.is_zero() || query.memory_limit == 0 {
@@ -392,6 +401,7 @@ mod tests {
         assert_eq!(c.engine.data_dir, PathBuf::from("vigil-data"));
         assert_eq!(c.http.max_body_bytes, 64 * 1024 * 1024);
         assert_eq!(c.engine.wal.durability, Durability::Fsync);
+        assert_eq!(c.query.parallel_rows, 524_288);
     }
 
     #[test]
@@ -400,7 +410,7 @@ mod tests {
         let path = dir.path().join("vigil.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/tmp/x\"\nhttp_addr = \"127.0.0.1:9000\"\nflush_age = \"30s\"\nmax_body_size = \"1MiB\"\n",
+            "data_dir = \"/tmp/x\"\nhttp_addr = \"127.0.0.1:9000\"\nflush_age = \"30s\"\nmax_body_size = \"1MiB\"\nquery_parallel_rows = 0\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -413,6 +423,7 @@ mod tests {
         assert_eq!(c.engine.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.engine.flush_age, Duration::from_secs(30));
         assert_eq!(c.http.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.query.parallel_rows, 0);
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let err = ServeArgs {
             config: Some(path),

@@ -319,9 +319,6 @@ pub(crate) async fn plan_scan(
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         for (i, f) in plain_files.iter().enumerate() {
             let mut file = partitioned_file(f);
-            if filter.is_none() {
-                info.read_rows += f.meta().rows;
-            }
             if let Some(filter) = &filter {
                 let metadata = file_metadata(store.as_ref(), &cache, &file, None).await?;
                 let plan = plan_file(&metadata, file.object_meta.size, filter, &schema);
@@ -333,6 +330,8 @@ pub(crate) async fn plan_scan(
                 file = file
                     .with_range(plan.bytes.start, plan.bytes.end)
                     .with_extension(plan.access);
+            } else {
+                info.read_rows += f.meta().rows;
             }
             groups[i % n].push(file);
         }

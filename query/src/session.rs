@@ -13,6 +13,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -193,16 +194,23 @@ impl QueryEngine {
     }
 
     /// The physical plan of `df` as [`QueryEngine::execute`] runs it, and its task
-    /// context: planned in one partition first, and kept so when its scans read fewer than
-    /// [`QueryConfig::parallel_rows`] rows; otherwise planned again with every partition
-    /// (a millisecond or two, against a query that reads that many rows). `EXPLAIN` shows
-    /// the plan its query would run.
+    /// context. The logical plan is optimised once; its physical plan is made in one
+    /// partition first, and kept when its scans read fewer than
+    /// [`QueryConfig::parallel_rows`] rows; otherwise it is made again with every
+    /// partition (a millisecond or so, against a query that reads that many rows).
+    /// `EXPLAIN` shows the plan its query would run.
     pub async fn physical_plan(
         &self,
         df: DataFrame,
     ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
         let (state, plan) = df.into_parts();
-        let plan = &plan;
+        let plan = state.optimize(&plan)?;
+        let physical = async |state: &SessionState, plan: &LogicalPlan| {
+            state
+                .query_planner()
+                .create_physical_plan(plan, state)
+                .await
+        };
         if state.config().target_partitions() > 1 {
             let mut single = state.clone();
             single
@@ -210,24 +218,29 @@ impl QueryEngine {
                 .options_mut()
                 .execution
                 .target_partitions = 1;
-            let small = |physical: &Arc<dyn ExecutionPlan>| {
-                rows_read(physical).is_some_and(|rows| rows < self.config.parallel_rows)
+            let small = |p: &Arc<dyn ExecutionPlan>| {
+                rows_read(p).is_some_and(|rows| rows < self.config.parallel_rows)
             };
-            match plan {
+            match &plan {
+                // Its query's plan decides (and one that fails to plan shows its error
+                // in the explanation, whichever way).
                 LogicalPlan::Explain(explain) => {
-                    if small(&single.create_physical_plan(&explain.plan).await?) {
-                        return Ok((single.create_physical_plan(plan).await?, single.task_ctx()));
+                    if physical(&single, &explain.plan)
+                        .await
+                        .is_ok_and(|p| small(&p))
+                    {
+                        return Ok((physical(&single, &plan).await?, single.task_ctx()));
                     }
                 }
                 _ => {
-                    let physical = single.create_physical_plan(plan).await?;
-                    if small(&physical) {
-                        return Ok((physical, single.task_ctx()));
+                    let p = physical(&single, &plan).await?;
+                    if small(&p) {
+                        return Ok((p, single.task_ctx()));
                     }
                 }
             }
         }
-        Ok((state.create_physical_plan(plan).await?, state.task_ctx()))
+        Ok((physical(&state, &plan).await?, state.task_ctx()))
     }
 
     /// Runs `df` newest first when it has that shape (see [`crate::newest_first`]) and

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use vigil_engine::{Precision, WriteSummary};
@@ -146,19 +146,23 @@ async fn ingest_inner(
         .try_acquire_many(permits)
         .map_err(|_| ApiError::overloaded("too many request bytes in flight; retry later"))?;
     let raw = read_body(body, limit).await?;
-    *bytes_read = raw.len();
+    *bytes_read = raw.iter().map(Bytes::len).sum();
     let engine = Arc::clone(&state.engine);
     let slot = engine.decode_slot().await?;
     let prepared = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let data: Cow<'_, [u8]> = if gzip {
-            Cow::Owned(gunzip(&raw, limit)?)
-        } else {
-            Cow::Borrowed(&raw)
-        };
+        if gzip {
+            let data = gunzip(&joined(&raw), limit)?;
+            return match payload {
+                Payload::Lines(p) => engine.prepare_line_protocol(&data, p),
+                Payload::Events => engine.prepare_events(&data),
+            }
+            .map_err(ApiError::from);
+        }
         match payload {
-            Payload::Lines(p) => engine.prepare_line_protocol(&data, p),
-            Payload::Events => engine.prepare_events(&data),
+            // Decoded where the body's chunks lie, without joining them.
+            Payload::Lines(p) => engine.prepare_line_protocol_chunks(&raw, p),
+            Payload::Events => engine.prepare_events(&joined(&raw)),
         }
         .map_err(ApiError::from)
     })
@@ -173,9 +177,27 @@ async fn ingest_inner(
     Ok(state.engine.commit(prepared).await?)
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// `chunks` as one buffer: borrowed when there is one chunk.
+pub(crate) fn joined(chunks: &[Bytes]) -> Cow<'_, [u8]> {
+    match chunks {
+        [one] => Cow::Borrowed(one),
+        _ => Cow::Owned(chunks.concat()),
+    }
+}
+
+/// The body, in the chunks it arrived in.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<Bytes>, ApiError> {
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        Ok(collected) => {
+            let mut buf = collected.aggregate();
+            let mut chunks = Vec::new();
+            while buf.has_remaining() {
+                // The front chunk whole: taken without a copy.
+                let len = buf.chunk().len();
+                chunks.push(buf.copy_to_bytes(len));
+            }
+            Ok(chunks)
+        }
         Err(e) if e.is::<LengthLimitError>() => Err(ApiError::too_large(limit)),
         Err(e) => Err(ApiError::bad_request(format!(
             "could not read the request body: {e}"

@@ -364,21 +364,36 @@ impl<'a> TableBuilder<'a> {
     }
 }
 
-/// Decodes line protocol and builds one batch per measurement, in order of first
-/// appearance, without keeping the decoded lines. Lines without a timestamp get
-/// `default_time`. Every malformed line is reported (up to 100), and then nothing is built.
+/// [`build_metric_batches_of`] a body in one piece.
+#[cfg(test)]
 pub(crate) fn build_metric_batches(
     text: &str,
     precision: Precision,
     default_time: i64,
 ) -> Result<Vec<MetricBatch>> {
-    let capacity = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    build_metric_batches_of(&[text], precision, default_time)
+}
+
+/// Decodes line protocol and builds one batch per measurement, in order of first
+/// appearance, without keeping the decoded lines. The body comes in `pieces`, each but
+/// the last ending with a newline. Lines without a timestamp get `default_time`. Every
+/// malformed line is reported (up to 100), and then nothing is built.
+pub(crate) fn build_metric_batches_of(
+    pieces: &[&str],
+    precision: Precision,
+    default_time: i64,
+) -> Result<Vec<MetricBatch>> {
+    let capacity = pieces
+        .iter()
+        .map(|p| memchr::memchr_iter(b'\n', p.as_bytes()).count())
+        .sum::<usize>()
+        + 1;
     let mut tables: Vec<TableBuilder> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut current = usize::MAX;
     let mut errors = Vec::new();
     let mut field_cols = Vec::new();
-    for_each_line(text, precision, |parsed| {
+    for_each_line(pieces, precision, |parsed| {
         let line = match parsed {
             Ok(line) if errors.is_empty() => line,
             // After the first bad line, only look for more bad lines.

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use vigil_wal::{FsStorage, Wal};
 
-use crate::batch::{TableBatch, build_metric_batches, split_by_day};
+use crate::batch::{TableBatch, build_metric_batches_of, split_by_day};
 use crate::buffer::{Buffer, Chunk};
 use crate::config::EngineConfig;
 use crate::dedup::Reservation;
@@ -24,7 +24,7 @@ use crate::event_state::EventState;
 use crate::events::{events_batch, parse_events};
 use crate::grouping::GroupInfo;
 use crate::last_values::{CacheView, LastValues, newest_per_series, read_newest};
-use crate::line_protocol::Precision;
+use crate::line_protocol::{Precision, line_pieces};
 use crate::manifest::{FileMeta, MANIFEST_FILE, Manifest, TableManifest};
 use crate::payload::{self, KIND_SHIPPED_BATCHES, KIND_TABLE_BATCHES, Origin};
 use crate::persist::{PartitionRows, write_partition};
@@ -388,11 +388,33 @@ impl Engine {
         body: &[u8],
         precision: Precision,
     ) -> Result<PreparedWrite> {
+        self.prepare_line_protocol_chunks(&[body], precision)
+    }
+
+    /// [`Engine::prepare_line_protocol`] of a body that arrived in `chunks` cut anywhere,
+    /// as a network stream delivers it: the chunks are decoded where they lie, and only
+    /// lines that straddle two chunks are copied.
+    pub fn prepare_line_protocol_chunks<C: AsRef<[u8]>>(
+        &self,
+        chunks: &[C],
+        precision: Precision,
+    ) -> Result<PreparedWrite> {
         self.inner.check_capacity()?;
-        let text = std::str::from_utf8(body).map_err(|e| Error::NotUtf8 {
-            line: line_of(body, e.valid_up_to()),
-        })?;
-        let metric = build_metric_batches(text, precision, self.inner.clock.now_nanos())?;
+        let (pieces, joined) = line_pieces(chunks);
+        let bytes: Vec<&[u8]> = pieces.iter().map(|p| p.bytes(chunks, &joined)).collect();
+        let mut text = Vec::with_capacity(bytes.len());
+        for (i, piece) in bytes.iter().enumerate() {
+            text.push(std::str::from_utf8(piece).map_err(|e| {
+                let before: usize = bytes[..i]
+                    .iter()
+                    .map(|b| memchr::memchr_iter(b'\n', b).count())
+                    .sum();
+                Error::NotUtf8 {
+                    line: before + line_of(piece, e.valid_up_to()),
+                }
+            })?);
+        }
+        let metric = build_metric_batches_of(&text, precision, self.inner.clock.now_nanos())?;
         let rows = metric.iter().map(|m| m.batch.num_rows()).sum();
         let mut checks = Vec::with_capacity(metric.len());
         let mut batches = Vec::with_capacity(metric.len());
@@ -1293,4 +1315,82 @@ fn remove_unlisted_files(dir: &Path, manifest: &Manifest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::MockTimeProvider;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    /// What a prepared write holds, or its error, for comparing two decodes.
+    fn outcome(r: Result<PreparedWrite>) -> std::result::Result<(Vec<String>, Vec<u8>), String> {
+        r.map(|w| {
+            let batches = w
+                .batches
+                .iter()
+                .map(|b| format!("{} {} {:?}", b.table, b.day, b.batch))
+                .collect();
+            (batches, w.payload)
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => (0..3u8, 0..4u8, -100i64..100, 0..3u8).prop_map(|(m, h, v, t)| {
+                let m = ["cpu", "mém", "disk"][m as usize];
+                let ts = ["", " 1700000000000000000", " 1700086400000000001"][t as usize];
+                format!("{m},host=h{h} u={v}.5,n={v}i{ts}").into_bytes()
+            }),
+            1 => Just(b"# a comment".to_vec()),
+            1 => Just(Vec::new()),
+            1 => Just(b"cpu,host=h1 u=1 1700000000000000000\r".to_vec()),
+            1 => Just(b"cpu u=".to_vec()),
+            1 => Just(b"cpu,host=h\xff u=1".to_vec()),
+            1 => Just("cpu,host=é s=\"ü\"".as_bytes().to_vec()),
+        ]
+    }
+
+    #[test]
+    fn a_body_cut_into_chunks_anywhere_decodes_as_the_whole_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open(
+            config,
+            Arc::new(MockTimeProvider::new(1_700_000_000_000_000_000)),
+        )
+        .unwrap();
+        let case = (
+            proptest::collection::vec(line(), 0..16),
+            any::<bool>(),
+            proptest::collection::vec(any::<proptest::sample::Index>(), 0..10),
+        );
+        TestRunner::new(Config::with_cases(256))
+            .run(&case, |(lines, newline_at_end, cuts)| {
+                let mut body = lines.join(&b'\n');
+                if newline_at_end {
+                    body.push(b'\n');
+                }
+                let mut at: Vec<usize> = cuts.iter().map(|i| i.index(body.len() + 1)).collect();
+                at.sort_unstable();
+                at.push(body.len());
+                let mut chunks = Vec::new();
+                let mut from = 0;
+                for to in at {
+                    chunks.push(&body[from..to]);
+                    from = to;
+                }
+                let whole = outcome(engine.prepare_line_protocol(&body, Precision::Nanoseconds));
+                let cut =
+                    outcome(engine.prepare_line_protocol_chunks(&chunks, Precision::Nanoseconds));
+                prop_assert_eq!(cut, whole);
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -94,27 +94,100 @@ pub fn parse_lines(
     })
 }
 
-/// Decodes every point in `body` into one reused [`Line`], handing each to `f`: no
-/// allocation per line once the buffers have grown.
+/// Decodes every point of a body into one reused [`Line`], handing each to `f`: no
+/// allocation per line once the buffers have grown. The body comes in `pieces`, each but
+/// the last ending with a newline (see [`line_pieces`]); line numbers run on across them.
 pub(crate) fn for_each_line<'a>(
-    body: &'a str,
+    pieces: &[&'a str],
     precision: Precision,
     mut f: impl FnMut(Result<&Line<'a>, LineError>) -> crate::error::Result<()>,
 ) -> crate::error::Result<()> {
     let mut line = Line::empty();
-    for (i, raw) in body.split('\n').enumerate() {
-        let text = raw.strip_suffix('\r').unwrap_or(raw);
-        let trimmed = text.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+    // Line number of the first line of the current piece, less one.
+    let mut before = 0;
+    for piece in pieces {
+        let mut last = 0;
+        for (i, raw) in piece.split('\n').enumerate() {
+            last = i;
+            let text = raw.strip_suffix('\r').unwrap_or(raw);
+            let trimmed = text.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let lead = text.len() - trimmed.len();
+            match Parser::new(trimmed, before + i + 1, lead, precision).line_into(&mut line) {
+                Ok(()) => f(Ok(&line))?,
+                Err(e) => f(Err(e))?,
+            }
         }
-        let lead = text.len() - trimmed.len();
-        match Parser::new(trimmed, i + 1, lead, precision).line_into(&mut line) {
-            Ok(()) => f(Ok(&line))?,
-            Err(e) => f(Err(e))?,
-        }
+        // A piece ending with a newline splits into its lines and an empty rest.
+        before += last;
     }
     Ok(())
+}
+
+/// Regroups a body that arrived in `chunks` cut anywhere (as a network stream delivers
+/// it) into pieces that end at line ends, copying only the lines that straddle two chunks.
+///
+/// Returns the pieces in order, each but the last ending with `\n`, as ranges of the
+/// chunks ([`Piece::Chunk`]) or of the returned buffer of joined lines ([`Piece::Joined`]).
+pub(crate) fn line_pieces<C: AsRef<[u8]>>(chunks: &[C]) -> (Vec<Piece>, Vec<u8>) {
+    let mut pieces = Vec::new();
+    let mut joined = Vec::new();
+    // Start in `joined` of a line still open at the end of the previous chunk.
+    let mut open: Option<usize> = None;
+    for (c, chunk) in chunks.iter().enumerate() {
+        let bytes = chunk.as_ref();
+        let mut start = 0;
+        if let Some(from) = open {
+            match memchr::memchr(b'\n', bytes) {
+                None => {
+                    joined.extend_from_slice(bytes);
+                    continue;
+                }
+                Some(end) => {
+                    joined.extend_from_slice(&bytes[..=end]);
+                    pieces.push(Piece::Joined(from..joined.len()));
+                    open = None;
+                    start = end + 1;
+                }
+            }
+        }
+        let rest = &bytes[start..];
+        let whole = match memchr::memrchr(b'\n', rest) {
+            Some(end) => end + 1,
+            None => 0,
+        };
+        if whole > 0 {
+            pieces.push(Piece::Chunk(c, start..start + whole));
+        }
+        if whole < rest.len() {
+            open = Some(joined.len());
+            joined.extend_from_slice(&rest[whole..]);
+        }
+    }
+    if let Some(from) = open {
+        pieces.push(Piece::Joined(from..joined.len()));
+    }
+    (pieces, joined)
+}
+
+/// Where a piece of [`line_pieces`] lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Bytes of chunk `.0`.
+    Chunk(usize, std::ops::Range<usize>),
+    /// Bytes of the buffer of joined lines.
+    Joined(std::ops::Range<usize>),
+}
+
+impl Piece {
+    pub(crate) fn bytes<'a, C: AsRef<[u8]>>(&self, chunks: &'a [C], joined: &'a [u8]) -> &'a [u8] {
+        match self {
+            Piece::Chunk(c, r) => &chunks[*c].as_ref()[r.clone()],
+            Piece::Joined(r) => &joined[r.clone()],
+        }
+    }
 }
 
 impl Line<'_> {

@@ -59,8 +59,9 @@ pub(super) fn run(
     let busy = rt.block_on(load_quic(&load, lines, active, dir.path(), s.quic))?;
     stop(&mut s)?;
     println!(
-        "active agents:     {active} loading ({:.0} rows/s); server peak RSS {:.0} MiB",
+        "active agents:     {active} loading ({:.0} rows/s, {} batches resent after BUSY); server peak RSS {:.0} MiB",
         busy.rows as f64 / busy.elapsed.as_secs_f64(),
+        busy.retries,
         rss.stop().unwrap_or(0) as f64 / 1048576.0
     );
     Ok(())

@@ -825,12 +825,7 @@ impl Channel {
                     break;
                 }
             };
-            let Inbound::Batch {
-                seq,
-                format,
-                chunks,
-            } = frame
-            else {
+            let Frame::Batch { seq, format, body } = frame else {
                 let _ = tx
                     .send(Pending::Now(Frame::Error {
                         code: code::UNEXPECTED,
@@ -840,7 +835,7 @@ impl Channel {
                 break;
             };
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            let (pending, stop) = self.submit(channel, seq, format, chunks, held).await;
+            let (pending, stop) = self.submit(channel, seq, format, body, held).await;
             if tx.send(pending).await.is_err() || stop {
                 break;
             }
@@ -858,7 +853,7 @@ impl Channel {
         channel: u32,
         seq: u64,
         format: Format,
-        chunks: Vec<Bytes>,
+        body: Vec<u8>,
         held: Option<Held>,
     ) -> (Pending, bool) {
         let slot = match self.engine.decode_slot().await {
@@ -870,10 +865,8 @@ impl Channel {
             let _slot = slot;
             let _held = held;
             match format {
-                Format::LineProtocol(p) => {
-                    engine.prepare_line_protocol_chunks(&chunks, precision(p))
-                }
-                Format::Events => engine.prepare_events(&crate::write::joined(&chunks)),
+                Format::LineProtocol(p) => engine.prepare_line_protocol(&body, precision(p)),
+                Format::Events => engine.prepare_events(&body),
             }
         })
         .await;
@@ -962,35 +955,7 @@ fn precision(p: Precision) -> vigil_engine::Precision {
 pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>, DecodeError> {
     Ok(read_frame_within(recv, max, None)
         .await?
-        .map(|(frame, _)| frame.into_frame()))
-}
-
-/// A frame as the server reads it: a `BATCH`'s payload stays in the chunks quinn
-/// received it in, to be decoded where it lies.
-enum Inbound {
-    Batch {
-        seq: u64,
-        format: Format,
-        chunks: Vec<Bytes>,
-    },
-    Frame(Frame),
-}
-
-impl Inbound {
-    fn into_frame(self) -> Frame {
-        match self {
-            Inbound::Batch {
-                seq,
-                format,
-                chunks,
-            } => Frame::Batch {
-                seq,
-                format,
-                body: chunks.concat(),
-            },
-            Inbound::Frame(frame) => frame,
-        }
-    }
+        .map(|(frame, _)| frame))
 }
 
 /// [`read_frame`], holding the frame's length of `budget` from before its data is read
@@ -1000,7 +965,7 @@ async fn read_frame_within(
     recv: &mut RecvStream,
     max: u32,
     budget: Option<&Budget>,
-) -> Result<Option<(Inbound, Option<Held>)>, DecodeError> {
+) -> Result<Option<(Frame, Option<Held>)>, DecodeError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -1048,8 +1013,12 @@ async fn read_frame_within(
 }
 
 /// The frame of `len` bytes whose length prefix has been read.
-async fn read_frame_data(recv: &mut RecvStream, len: u32) -> Result<Inbound, DecodeError> {
-    // A BATCH frame's data (most of the bytes) stays in quinn's chunks: no copy.
+async fn read_frame_data(recv: &mut RecvStream, len: u32) -> Result<Frame, DecodeError> {
+    // A BATCH frame's data (most of the bytes) goes straight into its own buffer: one copy
+    // out of quinn's, no zeroing, no second copy when decoding. The copy is kept on
+    // purpose: quinn's chunks are views of whole received datagram batches (up to 64 KiB),
+    // so keeping them until the batch is decoded would let a peer that pads its packets
+    // pin many times the batch memory budget.
     let head_len = (len as usize).min(protocol::BATCH_HEADER);
     let mut head = [0u8; protocol::BATCH_HEADER];
     let ended = |e: &dyn std::fmt::Display| DecodeError {
@@ -1059,35 +1028,29 @@ async fn read_frame_data(recv: &mut RecvStream, len: u32) -> Result<Inbound, Dec
     recv.read_exact(&mut head[..head_len])
         .await
         .map_err(|e| ended(&e))?;
-    let rest = read_chunks(recv, len as usize - head_len)
+    let rest = read_bytes(recv, len as usize - head_len)
         .await
         .map_err(|e| ended(&e))?;
     if head[0] == protocol::kind::BATCH && head_len == protocol::BATCH_HEADER {
         let (seq, format) = protocol::batch_header(&head[1..])?;
-        return Ok(Inbound::Batch {
+        return Ok(Frame::Batch {
             seq,
             format,
-            chunks: rest,
+            body: rest,
         });
     }
     let mut body = head[..head_len].to_vec();
-    for chunk in &rest {
-        body.extend_from_slice(chunk);
-    }
-    Frame::decode(&body).map(Inbound::Frame)
+    body.extend_from_slice(&rest);
+    Frame::decode(&body)
 }
 
-/// Reads exactly `n` bytes, as the chunks quinn holds them in.
-async fn read_chunks(recv: &mut RecvStream, n: usize) -> Result<Vec<Bytes>, quinn::ReadExactError> {
-    let mut out = Vec::new();
-    let mut got = 0;
-    while got < n {
-        match recv.read_chunk(n - got, true).await {
-            Ok(Some(chunk)) => {
-                got += chunk.bytes.len();
-                out.push(chunk.bytes);
-            }
-            Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(got)),
+/// Reads exactly `n` bytes into a new buffer.
+async fn read_bytes(recv: &mut RecvStream, n: usize) -> Result<Vec<u8>, quinn::ReadExactError> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match recv.read_chunk(n - out.len(), true).await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(out.len())),
             Err(e) => return Err(quinn::ReadExactError::ReadError(e)),
         }
     }

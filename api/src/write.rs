@@ -178,23 +178,32 @@ async fn ingest_inner(
 }
 
 /// `chunks` as one buffer: borrowed when there is one chunk.
-pub(crate) fn joined(chunks: &[Bytes]) -> Cow<'_, [u8]> {
+fn joined(chunks: &[Bytes]) -> Cow<'_, [u8]> {
     match chunks {
         [one] => Cow::Borrowed(one),
         _ => Cow::Owned(chunks.concat()),
     }
 }
 
+/// A body whose frames average less than this is joined into one buffer.
+const MIN_AVERAGE_CHUNK: usize = 4096;
+
 /// The body, in the chunks it arrived in.
 async fn read_body(body: Body, limit: usize) -> Result<Vec<Bytes>, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => {
             let mut buf = collected.aggregate();
+            let len = buf.remaining();
             let mut chunks = Vec::new();
             while buf.has_remaining() {
                 // The front chunk whole: taken without a copy.
-                let len = buf.chunk().len();
-                chunks.push(buf.copy_to_bytes(len));
+                let front = buf.chunk().len();
+                chunks.push(buf.copy_to_bytes(front));
+            }
+            // Many small frames (a body sent in tiny chunks) are joined, so that the
+            // pieces to decode stay few and the frames' buffers are let go.
+            if chunks.len() > 1 + len / MIN_AVERAGE_CHUNK {
+                chunks = vec![Bytes::from(chunks.concat())];
             }
             Ok(chunks)
         }

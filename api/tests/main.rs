@@ -246,6 +246,47 @@ async fn bad_lines_get_400_with_line_numbers_and_nothing_is_stored() {
     assert_eq!(f.engine.stats().buffered_rows, 0);
 }
 
+/// A request whose body arrives as frames of `size` bytes.
+fn post_in_frames(uri: &str, body: &str, size: usize) -> Request<Body> {
+    let frames: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .as_bytes()
+        .chunks(size)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    Request::post(uri)
+        .body(Body::from_stream(futures_util::stream::iter(frames)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_body_in_many_frames_decodes_as_one() {
+    let f = fixture(HttpConfig::default()).await;
+    let lines: Vec<String> = (0..400)
+        .map(|i| format!("cpu,host=h{} usage={i}i {}", i % 7, 1_700_000_000 + i))
+        .collect();
+    let body = lines.join("\n");
+    // Frames large enough to be decoded where they lie, and frames of one byte (joined).
+    for size in [4_999, 1] {
+        let (status, _, answer) = send(
+            &f.app,
+            post_in_frames("/api/v1/write?precision=s", &body, size),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "frames of {size}: {answer}");
+        assert_eq!(answer, r#"{"rows":400}"#);
+        let bad = format!("{body}\ncpu usage=\n{}", lines[1]);
+        let (status, _, answer) = send(&f.app, post_in_frames("/api/v1/write", &bad, size)).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "frames of {size}: {answer}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(json["line"], 401, "frames of {size}: {answer}");
+    }
+    assert_eq!(f.engine.stats().buffered_rows, 800);
+}
+
 #[tokio::test]
 async fn type_conflicts_and_bad_parameters_are_400() {
     let f = fixture(HttpConfig::default()).await;

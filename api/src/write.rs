@@ -151,14 +151,11 @@ async fn ingest_inner(
     let slot = engine.decode_slot().await?;
     let prepared = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        if gzip {
-            let data = gunzip(&joined(&raw), limit)?;
-            return match payload {
-                Payload::Lines(p) => engine.prepare_line_protocol(&data, p),
-                Payload::Events => engine.prepare_events(&data),
-            }
-            .map_err(ApiError::from);
-        }
+        let raw = if gzip {
+            vec![Bytes::from(gunzip(&joined(&raw), limit)?)]
+        } else {
+            raw
+        };
         match payload {
             // Decoded where the body's chunks lie, without joining them.
             Payload::Lines(p) => engine.prepare_line_protocol_chunks(&raw, p),

@@ -952,6 +952,10 @@ fn precision(p: Precision) -> vigil_engine::Precision {
 }
 
 /// Reads one frame; `None` when the stream ends cleanly at a frame boundary.
+///
+/// Not cancel-safe: dropped in the middle of a frame (a `select!` whose other branch
+/// won), it loses the part already read and the stream no longer starts at a frame.
+/// A reader that waits on other things at the same time uses a [`FrameReader`].
 pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>, DecodeError> {
     Ok(read_frame_within(recv, max, None)
         .await?
@@ -1042,6 +1046,83 @@ async fn read_frame_data(recv: &mut RecvStream, len: u32) -> Result<Frame, Decod
     let mut body = head[..head_len].to_vec();
     body.extend_from_slice(&rest);
     Frame::decode(&body)
+}
+
+/// Reads the frames of a stream, and can be cancelled: bytes of a frame not yet whole
+/// stay in its buffer, so [`FrameReader::next`] may be dropped at any point (as one
+/// branch of a `select!`) and called again without losing any.
+pub struct FrameReader {
+    recv: RecvStream,
+    max: u32,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Read ahead of the current frame at most this much.
+    const READ_AHEAD: usize = 64 * 1024;
+
+    /// Frames of `recv`, each of at most `max` bytes.
+    pub fn new(recv: RecvStream, max: u32) -> Self {
+        Self {
+            recv,
+            max,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next frame; `None` when the stream ends cleanly at a frame boundary. Errors
+    /// as [`read_frame`]'s. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<Frame>, DecodeError> {
+        loop {
+            let mut want = 4;
+            if let Some(head) = self.buf.first_chunk::<4>() {
+                let len = u32::from_be_bytes(*head);
+                if len > self.max {
+                    return Err(DecodeError {
+                        code: code::TOO_LARGE,
+                        message: format!(
+                            "frame of {len} bytes exceeds the limit of {} bytes",
+                            self.max
+                        ),
+                    });
+                }
+                if len == 0 {
+                    return Err(DecodeError {
+                        code: code::MALFORMED,
+                        message: "frame length 0: a frame has at least a type byte".into(),
+                    });
+                }
+                want = 4 + len as usize;
+                if self.buf.len() >= want {
+                    let frame = Frame::decode(&self.buf[4..want]);
+                    self.buf.drain(..want);
+                    return frame.map(Some);
+                }
+            }
+            // `read_chunk` is cancel-safe, and the chunk joins the buffer before any
+            // other await.
+            let room = (want - self.buf.len()).max(Self::READ_AHEAD);
+            match self.recv.read_chunk(room, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => {
+                    return Err(DecodeError {
+                        code: code::MALFORMED,
+                        message: format!(
+                            "stream ended inside a frame ({} of {want} bytes)",
+                            self.buf.len()
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(DecodeError {
+                        code: code::UNEXPECTED,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Reads exactly `n` bytes into a new buffer.

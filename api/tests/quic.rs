@@ -8,7 +8,8 @@ use std::time::Duration;
 use vigil_api::auth::Authenticator;
 use vigil_api::protocol::{self, Format, Frame, Precision, code};
 use vigil_api::quic::{
-    QuicConfig, QuicServer, QuicStats, client_config, read_frame, server_identity, write_frame,
+    FrameReader, QuicConfig, QuicServer, QuicStats, client_config, read_frame, server_identity,
+    write_frame,
 };
 use vigil_engine::{Engine, EngineConfig, MockTimeProvider};
 use vigil_relational::{Db, Principal, Role};
@@ -324,4 +325,76 @@ async fn a_stalled_frame_times_out_and_gives_its_memory_back() {
     conn_a.close(0u32.into(), b"done");
     conn_b.close(0u32.into(), b"done");
     server.stop().await;
+}
+
+/// A frame that arrives in two parts, with the read dropped in between (a `select!` whose
+/// timer fired), is still read whole by a [`FrameReader`], and so is the frame after it:
+/// nothing already read is lost when its future goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_reader_may_be_cancelled_inside_a_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = server_identity(&QuicConfig::default(), dir.path()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .unwrap();
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let ack = Frame::Ack {
+        seq: 7,
+        duplicate: false,
+        rows: 5000,
+    };
+    let busy = Frame::Busy {
+        seq: 8,
+        retry_after_ms: 500,
+    };
+    let (first, second) = (ack.to_bytes(), busy.to_bytes());
+    // A peer that sends three bytes of the first frame, then, 300 ms later, the rest of
+    // it and the second frame.
+    let peer = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let mut opened = [0u8; 1];
+        recv.read_exact(&mut opened).await.unwrap();
+        send.write_all(&first[..3]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send.write_all(&first[3..]).await.unwrap();
+        send.write_all(&second).await.unwrap();
+        send.finish().unwrap();
+        let _ = send.stopped().await;
+    });
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(
+        client_config(&identity.cert_path, protocol::ALPN, None).unwrap(),
+    );
+    let conn = endpoint.connect(addr, "127.0.0.1").unwrap().await.unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0]).await.unwrap();
+    let mut reader = FrameReader::new(recv, 1 << 20);
+    let mut frames = Vec::new();
+    let mut cancelled = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while frames.len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            frame = reader.next() => frames.push(frame.unwrap().unwrap()),
+            () = tokio::time::sleep(Duration::from_millis(50)) => cancelled += 1,
+        }
+    }
+    assert_eq!(frames, [ack, busy]);
+    assert!(
+        cancelled >= 3,
+        "the read was dropped {cancelled} times while the frame was incomplete"
+    );
+    assert_eq!(reader.next().await.unwrap(), None, "then the stream ends");
+    peer.await.unwrap();
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use vigil_api::protocol::{self, Format, Frame, Precision};
-use vigil_api::quic::{client_config, client_endpoint, read_frame, write_batch, write_frame};
+use vigil_api::quic::{
+    FrameReader, client_config, client_endpoint, read_frame, write_batch, write_frame,
+};
 
 use super::{
     LoadArgs, Report, RssSampler, load_server, mpmc, progress_bar, read_batches, spawn_vigil,
@@ -264,9 +266,11 @@ async fn load_quic(
             let mut inflight: VecDeque<(u64, u64, Bytes, Instant)> = VecDeque::new();
             let mut done = false;
             'stream: loop {
-                let (mut send, mut recv) = conn.open_bi().await?;
+                let (mut send, recv) = conn.open_bi().await?;
                 write_frame(&mut send, &Frame::Open { channel: 0 }).await?;
-                let Some(Frame::Resume { .. }) = read_frame(&mut recv, 1 << 20).await? else {
+                // Answers are read in a `select!`: a cancel-safe reader.
+                let mut recv = FrameReader::new(recv, 1 << 20);
+                let Some(Frame::Resume { .. }) = recv.next().await? else {
                     anyhow::bail!("no RESUME");
                 };
                 let mut broken = false;
@@ -280,7 +284,7 @@ async fn load_quic(
                     if broken {
                         // The server stopped reading (after BUSY): take the answers it
                         // sent, then resend the rest on a new stream.
-                        while let Ok(Some(Frame::Ack { .. })) = read_frame(&mut recv, 1 << 20).await {
+                        while let Ok(Some(Frame::Ack { .. })) = recv.next().await {
                             if let Some((_, n, body, t)) = inflight.pop_front() {
                                 hist.record(t.elapsed().as_micros() as u64)?;
                                 rows.fetch_add(n, Ordering::Relaxed);
@@ -305,7 +309,7 @@ async fn load_quic(
                             }
                             Err(()) => done = true,
                         },
-                        answer = read_frame(&mut recv, 1 << 20), if !inflight.is_empty() => match answer.unwrap_or(None) {
+                        answer = recv.next(), if !inflight.is_empty() => match answer.unwrap_or(None) {
                             Some(Frame::Ack { seq: s, .. }) => {
                                 let Some((f, n, body, t)) = inflight.pop_front() else {
                                     anyhow::bail!("ACK {s} with nothing in flight");

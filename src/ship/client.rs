@@ -13,7 +13,9 @@ use parking_lot::Mutex;
 use quinn::{Endpoint, VarInt};
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
-use vigil_api::quic::{client_config, client_endpoint, read_frame, write_batch, write_frame};
+use vigil_api::quic::{
+    FrameReader, client_config, client_endpoint, read_frame, write_batch, write_frame,
+};
 
 use super::Stats;
 use super::spool::Spool;
@@ -149,14 +151,16 @@ impl Client {
             self.register(&mut ctl_send, &mut ctl_recv, hostname, json)
                 .await;
         }
-        let (mut send, mut recv) = match conn.open_bi().await {
+        let (mut send, recv) = match conn.open_bi().await {
             Ok(s) => s,
             Err(e) => return retry(&e),
         };
         if let Err(e) = write_frame(&mut send, &Frame::Open { channel: CHANNEL }).await {
             return retry(&e);
         }
-        let stored = match read_frame(&mut recv, 1 << 20).await {
+        // The answers are read while waiting for new input too: a cancel-safe reader.
+        let mut recv = FrameReader::new(recv, 1 << 20);
+        let stored = match recv.next().await {
             Ok(Some(Frame::Resume { stored_seq, .. })) => stored_seq,
             Ok(Some(f)) => return retry(&format!("unexpected answer to OPEN: {f:?}")),
             Ok(None) => return retry(&"the server closed the stream"),
@@ -192,7 +196,7 @@ impl Client {
     async fn pump(
         &self,
         send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
+        recv: &mut FrameReader,
         stored: u64,
         max_in_flight: usize,
     ) -> anyhow::Result<End> {
@@ -231,7 +235,7 @@ impl Client {
             }
             let notified = self.notify.notified();
             tokio::select! {
-                frame = read_frame(recv, 1 << 20), if in_flight > 0 => match frame {
+                frame = recv.next(), if in_flight > 0 => match frame {
                     Ok(Some(Frame::Ack { seq, .. })) => {
                         in_flight -= 1;
                         self.ack_through(seq);

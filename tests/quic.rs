@@ -273,6 +273,17 @@ fn ship(
     file: &Path,
     quic: std::net::SocketAddr,
 ) -> std::process::Child {
+    ship_with(data_dir, spool, file, quic, &[])
+}
+
+/// [`ship`] with `extra` arguments.
+fn ship_with(
+    data_dir: &Path,
+    spool: &Path,
+    file: &Path,
+    quic: std::net::SocketAddr,
+    extra: &[&str],
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
         .arg("ship")
         .arg("--server")
@@ -286,6 +297,7 @@ fn ship(
         .arg("--service")
         .arg("crash")
         .arg("--once")
+        .args(extra)
         .arg(file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -357,6 +369,70 @@ async fn ship_delivers_every_line_once_through_server_and_agent_kills() {
     eprintln!(
         "shipped {n} lines through {server_kills} server kills (agent killed: {agent_killed})"
     );
+}
+
+/// With a write buffer that keeps filling up, the server answers BUSY again and again;
+/// `vigil ship` waits and reopens its channel on the same connection, and every line is
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_waits_out_busy_on_the_same_connection() {
+    let n = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("busy.log");
+    write_lines(&file, "busy line", n, false);
+    let args = [
+        "--max-buffer-size",
+        "64KiB",
+        "--flush-size",
+        "32KiB",
+        "--flush-age",
+        "1s",
+    ];
+    let server = Server::start(dir.path(), free_port(), &args).await;
+    let mut agent = ship_with(
+        dir.path(),
+        &work.path().join("spool"),
+        &file,
+        server.quic,
+        &["--batch-lines", "1000"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigil ship did not finish in 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "vigil ship failed: {status}");
+    let sql = |what: &str| format!("SELECT {what} AS n FROM events WHERE service = 'crash'");
+    assert_eq!(
+        count(&server, &sql("count(DISTINCT message)")).await,
+        n as i64
+    );
+    assert_eq!(count(&server, &sql("count(*)")).await, n as i64);
+    let metrics = server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(metric("vigil_quic_busy_total") >= 1, "{metrics}");
+    assert_eq!(metric("vigil_quic_connections_total"), 1, "{metrics}");
+    server.terminate();
 }
 
 async fn count(server: &Server, sql: &str) -> i64 {

@@ -36,11 +36,14 @@ pub(crate) struct Client {
     pub(crate) inventory: Option<(String, Vec<u8>)>,
 }
 
-/// How a session ended.
+/// How a session (or one stream of it) ended.
 enum End {
     /// Input finished and everything is acknowledged.
     Finished,
-    /// Try again after this long.
+    /// The server's buffer is full: reopen the channel on the same connection after this
+    /// long.
+    Busy(Duration),
+    /// Reconnect after this long.
     Retry(Duration, String),
 }
 
@@ -62,6 +65,8 @@ impl Client {
         loop {
             match self.session(&mut backoff).await {
                 Ok(End::Finished) => return Ok(()),
+                // (A session reopens its channel itself after BUSY.)
+                Ok(End::Busy(wait)) => tokio::time::sleep(wait).await,
                 Ok(End::Retry(wait, why)) => {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     *self.stats.last_error.lock() = Some(why);
@@ -151,6 +156,30 @@ impl Client {
             self.register(&mut ctl_send, &mut ctl_recv, hostname, json)
                 .await;
         }
+        *backoff = Duration::from_millis(100);
+        self.stats.connected.store(true, Ordering::Relaxed);
+        let result = loop {
+            match self.channel(&conn, max_in_flight).await {
+                // The server finished the stream after BUSY; the connection goes on.
+                Ok(End::Busy(wait)) => tokio::time::sleep(wait).await,
+                other => break other,
+            }
+        };
+        self.stats.connected.store(false, Ordering::Relaxed);
+        match &result {
+            Ok(End::Finished) => {
+                conn.close(VarInt::from_u32(0), b"done");
+                self.endpoint.wait_idle().await;
+            }
+            _ => conn.close(VarInt::from_u32(0), b"reconnecting"),
+        }
+        result
+    }
+
+    /// Opens the channel on a new stream of `conn` and sends on it until input is done,
+    /// the server is busy, or the stream fails.
+    async fn channel(&self, conn: &quinn::Connection, max_in_flight: usize) -> anyhow::Result<End> {
+        let retry = |e: &dyn std::fmt::Display| Ok(End::Retry(Duration::ZERO, e.to_string()));
         let (mut send, recv) = match conn.open_bi().await {
             Ok(s) => s,
             Err(e) => return retry(&e),
@@ -168,17 +197,9 @@ impl Client {
         };
         self.spool.lock().number_after(stored);
         self.ack_through(stored);
-        *backoff = Duration::from_millis(100);
-        self.stats.connected.store(true, Ordering::Relaxed);
         let result = self.pump(&mut send, &mut recv, stored, max_in_flight).await;
-        self.stats.connected.store(false, Ordering::Relaxed);
-        match &result {
-            Ok(End::Finished) => {
-                let _ = send.finish();
-                conn.close(VarInt::from_u32(0), b"done");
-                self.endpoint.wait_idle().await;
-            }
-            _ => conn.close(VarInt::from_u32(0), b"reconnecting"),
+        if let Ok(End::Finished) = result {
+            let _ = send.finish();
         }
         result
     }
@@ -208,8 +229,11 @@ impl Client {
                 .map_or(stored, |s| s.saturating_sub(1)),
         );
         let mut in_flight = 0usize;
+        // Set when a write fails: the server stopped reading the stream (after BUSY or
+        // ERROR), and its answers to the batches already sent are still to be read.
+        let mut write_failed: Option<String> = None;
         loop {
-            if in_flight < max_in_flight {
+            if write_failed.is_none() && in_flight < max_in_flight {
                 let records = self
                     .spool
                     .lock()
@@ -220,7 +244,8 @@ impl Client {
                         None => bail!("spool record {} has unknown format {}", r.seq, r.format),
                     };
                     if let Err(e) = write_batch(send, r.seq, format, r.body.clone()).await {
-                        return retry(&e);
+                        write_failed = Some(e.to_string());
+                        break;
                     }
                     sent_upto = r.seq;
                     in_flight += 1;
@@ -230,8 +255,13 @@ impl Client {
                         .fetch_add(r.lines as u64, Ordering::Relaxed);
                 }
             }
-            if in_flight == 0 && self.input_done() && self.spool.lock().unacked().0 == 0 {
-                return Ok(End::Finished);
+            if in_flight == 0 {
+                if let Some(e) = write_failed {
+                    return retry(&e);
+                }
+                if self.input_done() && self.spool.lock().unacked().0 == 0 {
+                    return Ok(End::Finished);
+                }
             }
             let notified = self.notify.notified();
             tokio::select! {
@@ -248,18 +278,15 @@ impl Client {
                     }
                     Ok(Some(Frame::Busy { retry_after_ms, .. })) => {
                         self.stats.busy.fetch_add(1, Ordering::Relaxed);
-                        return Ok(End::Retry(
-                            Duration::from_millis(u64::from(retry_after_ms)),
-                            "server busy".into(),
-                        ));
+                        return Ok(End::Busy(Duration::from_millis(u64::from(retry_after_ms))));
                     }
                     Ok(Some(Frame::Error { message, .. })) => return retry(&message),
                     Ok(Some(f)) => return retry(&format!("unexpected frame {f:?}")),
                     Ok(None) => return retry(&"the server closed the stream"),
                     Err(e) => return retry(&e),
                 },
-                () = notified => {}
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = notified, if write_failed.is_none() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)), if write_failed.is_none() => {}
             }
         }
     }

@@ -511,7 +511,7 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
     let read = stats.lines_read.load(Ordering::Relaxed);
     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
     let line = format!(
-        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}",
+        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}",
         if stats.connected.load(Ordering::Relaxed) {
             "connected"
         } else {
@@ -521,6 +521,10 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
         stats.batches_acked.load(Ordering::Relaxed),
         bytes / 1024,
         stats.rejected.load(Ordering::Relaxed),
+        match stats.busy.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(", server busy {n} times"),
+        },
         stats
             .last_error
             .lock()

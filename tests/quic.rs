@@ -254,15 +254,7 @@ async fn protocol_answers_good_and_bad_input_and_the_server_stays_up() {
     let (_s, _r, stored) = channel(&conn, 7).await;
     assert_eq!(stored, 4);
     assert_eq!(count(&server, "SELECT count(*) AS n FROM q").await, 4);
-    let metrics = server
-        .client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(metrics.contains("vigil_quic_connections 1"), "{metrics}");
     server.terminate();
 }
@@ -415,15 +407,7 @@ async fn ship_waits_out_busy_on_the_same_connection() {
         n as i64
     );
     assert_eq!(count(&server, &sql("count(*)")).await, n as i64);
-    let metrics = server
-        .client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     let metric = |name: &str| -> u64 {
         metrics
             .lines()
@@ -433,6 +417,18 @@ async fn ship_waits_out_busy_on_the_same_connection() {
     assert!(metric("vigil_quic_busy_total") >= 1, "{metrics}");
     assert_eq!(metric("vigil_quic_connections_total"), 1, "{metrics}");
     server.terminate();
+}
+
+async fn metrics(server: &Server) -> String {
+    server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn count(server: &Server, sql: &str) -> i64 {

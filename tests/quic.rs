@@ -389,18 +389,7 @@ async fn ship_waits_out_busy_on_the_same_connection() {
         server.quic,
         &["--batch-lines", "1000"],
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vigil ship did not finish in 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success(), "vigil ship failed: {status}");
+    finishes(&mut agent, Duration::from_secs(120)).await;
     let sql = |what: &str| format!("SELECT {what} AS n FROM events WHERE service = 'crash'");
     assert_eq!(
         count(&server, &sql("count(DISTINCT message)")).await,
@@ -417,6 +406,66 @@ async fn ship_waits_out_busy_on_the_same_connection() {
     assert!(metric("vigil_quic_busy_total") >= 1, "{metrics}");
     assert_eq!(metric("vigil_quic_connections_total"), 1, "{metrics}");
     server.terminate();
+}
+
+/// A line longer than `--max-line-size` is sent cut, a file without any newline is read
+/// in bounded memory, and the lines around them arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_cuts_overlong_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("long.log");
+    let long = "x".repeat(3 << 20);
+    std::fs::write(&file, format!("before\n{long}\nafter\n{long}")).unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let mut agent = ship_with(
+        dir.path(),
+        &work.path().join("spool"),
+        &file,
+        server.quic,
+        &["--max-line-size", "64KiB", "--batch-size", "100KiB"],
+    );
+    finishes(&mut agent, Duration::from_secs(60)).await;
+    let sql = |what: &str, filter: &str| {
+        format!("SELECT {what} AS n FROM events WHERE service = 'crash' {filter}")
+    };
+    assert_eq!(count(&server, &sql("count(*)", "")).await, 4);
+    assert_eq!(
+        count(
+            &server,
+            &sql("count(*)", "AND message IN ('before', 'after')")
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &server,
+            &sql(
+                "count(*)",
+                "AND message LIKE 'x%' AND length(message) = 65536"
+            )
+        )
+        .await,
+        2
+    );
+    server.terminate();
+}
+
+/// Waits for a `vigil ship --once` to exit, successfully, within `limit`.
+async fn finishes(agent: &mut std::process::Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigil ship did not finish in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "vigil ship failed: {status}");
 }
 
 async fn metrics(server: &Server) -> String {

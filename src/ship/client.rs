@@ -36,6 +36,13 @@ pub(crate) struct Client {
     pub(crate) inventory: Option<(String, Vec<u8>)>,
 }
 
+/// What the server's `WELCOME` allows.
+struct Limits {
+    in_flight: usize,
+    /// Largest frame (its `length` field).
+    frame: usize,
+}
+
 /// How a session (or one stream of it) ended.
 enum End {
     /// Input finished and everything is acknowledged.
@@ -140,8 +147,15 @@ impl Client {
         if let Err(e) = write_frame(&mut ctl_send, &hello).await {
             return retry(&e);
         }
-        let max_in_flight = match read_frame(&mut ctl_recv, 1 << 20).await {
-            Ok(Some(Frame::Welcome { max_in_flight, .. })) => usize::from(max_in_flight.max(1)),
+        let limits = match read_frame(&mut ctl_recv, 1 << 20).await {
+            Ok(Some(Frame::Welcome {
+                max_in_flight,
+                max_frame,
+                ..
+            })) => Limits {
+                in_flight: usize::from(max_in_flight.max(1)),
+                frame: max_frame as usize,
+            },
             Ok(Some(Frame::Error {
                 code: code::UNAUTHORIZED | code::VERSION | code::BAD_AGENT,
                 message,
@@ -159,7 +173,7 @@ impl Client {
         *backoff = Duration::from_millis(100);
         self.stats.connected.store(true, Ordering::Relaxed);
         let result = loop {
-            match self.channel(&conn, max_in_flight).await {
+            match self.channel(&conn, &limits).await {
                 // The server finished the stream after BUSY; the connection goes on.
                 Ok(End::Busy(wait)) => tokio::time::sleep(wait).await,
                 other => break other,
@@ -178,7 +192,7 @@ impl Client {
 
     /// Opens the channel on a new stream of `conn` and sends on it until input is done,
     /// the server is busy, or the stream fails.
-    async fn channel(&self, conn: &quinn::Connection, max_in_flight: usize) -> anyhow::Result<End> {
+    async fn channel(&self, conn: &quinn::Connection, limits: &Limits) -> anyhow::Result<End> {
         let retry = |e: &dyn std::fmt::Display| Ok(End::Retry(Duration::ZERO, e.to_string()));
         let (mut send, recv) = match conn.open_bi().await {
             Ok(s) => s,
@@ -197,7 +211,7 @@ impl Client {
         };
         self.spool.lock().number_after(stored);
         self.ack_through(stored);
-        let result = self.pump(&mut send, &mut recv, stored, max_in_flight).await;
+        let result = self.pump(&mut send, &mut recv, stored, limits).await;
         if let Ok(End::Finished) = result {
             let _ = send.finish();
         }
@@ -219,8 +233,9 @@ impl Client {
         send: &mut quinn::SendStream,
         recv: &mut FrameReader,
         stored: u64,
-        max_in_flight: usize,
+        limits: &Limits,
     ) -> anyhow::Result<End> {
+        let max_in_flight = limits.in_flight;
         let retry = |e: &dyn std::fmt::Display| Ok(End::Retry(Duration::ZERO, e.to_string()));
         let mut sent_upto = stored.max(
             self.spool
@@ -243,6 +258,15 @@ impl Client {
                         Some(f) => f,
                         None => bail!("spool record {} has unknown format {}", r.seq, r.format),
                     };
+                    // Sending it would only get ERROR TOO_LARGE, again and again.
+                    if protocol::BATCH_HEADER + r.body.len() > limits.frame {
+                        bail!(
+                            "batch {} is {} bytes, over the server's frame limit of {} bytes: it cannot be sent, and waits in the spool",
+                            r.seq,
+                            r.body.len(),
+                            limits.frame
+                        );
+                    }
                     if let Err(e) = write_batch(send, r.seq, format, r.body.clone()).await {
                         write_failed = Some(e.to_string());
                         break;

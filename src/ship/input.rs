@@ -3,7 +3,7 @@
 //! them into batch payloads.
 
 use std::fs::File;
-use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,53 +23,138 @@ pub(crate) enum Input {
         text: String,
         /// Where the file is read up to after this line.
         pos: Option<FilePos>,
+        /// The line was longer than `--max-line-size` and keeps only its beginning.
+        cut: bool,
     },
     /// A reader is finished (stdin or a file at its end without `--follow`).
     Done,
 }
 
-/// Reads stdin to its end.
-pub(crate) fn read_stdin(tx: Sender<Input>) {
-    let stdin = std::io::stdin();
-    let mut lock = stdin.lock();
-    let mut buf = Vec::new();
+/// Cuts a byte stream into lines of at most `max` bytes, holding no more than that: of a
+/// longer line the first `max` bytes are kept and the rest, up to its newline, is read
+/// and dropped. A line ends at `\n`; a `\r` before it is dropped too.
+pub(crate) struct LineSplitter {
+    max: usize,
+    /// The beginning of the line being read.
+    line: Vec<u8>,
+    /// Bytes of the line read so far, dropped ones included.
+    read: u64,
+}
+
+/// A whole line from a [`LineSplitter`].
+pub(crate) struct Cut {
+    pub(crate) text: String,
+    /// Bytes the line took in the input, its newline included.
+    pub(crate) len: u64,
+    /// Longer than the limit: `text` holds its beginning.
+    pub(crate) cut: bool,
+}
+
+impl LineSplitter {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            line: Vec::new(),
+            read: 0,
+        }
+    }
+
+    /// Feeds `bytes`, handing every line they finish to `f`; stops early, returning
+    /// false, when `f` does.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut f: impl FnMut(Cut) -> bool) -> bool {
+        while let Some(nl) = memchr::memchr(b'\n', bytes) {
+            self.take(&bytes[..nl]);
+            self.read += 1;
+            if !f(self.finish_line(true)) {
+                return false;
+            }
+            bytes = &bytes[nl + 1..];
+        }
+        self.take(bytes);
+        true
+    }
+
+    /// Bytes read of a line not yet ended.
+    pub(crate) fn pending(&self) -> u64 {
+        self.read
+    }
+
+    /// The unfinished last line, if any (at the end of the input).
+    pub(crate) fn finish(&mut self) -> Option<Cut> {
+        (self.read > 0).then(|| self.finish_line(false))
+    }
+
+    /// Forgets the line being read (the file was truncated).
+    pub(crate) fn reset(&mut self) {
+        self.line.clear();
+        self.read = 0;
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let room = self.max - self.line.len();
+        self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.read += bytes.len() as u64;
+    }
+
+    /// The line read so far; `newline`: it ended with one (counted in `read`).
+    fn finish_line(&mut self, newline: bool) -> Cut {
+        let cut = self.read - u64::from(newline) > self.line.len() as u64;
+        let mut text: &[u8] = &self.line;
+        if !cut {
+            text = text.strip_suffix(b"\r").unwrap_or(text);
+        }
+        let line = Cut {
+            text: String::from_utf8_lossy(text).into_owned(),
+            len: self.read,
+            cut,
+        };
+        self.reset();
+        line
+    }
+}
+
+/// Reads stdin to its end, in lines of at most `max_line` bytes.
+pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize) {
+    let mut stdin = std::io::stdin().lock();
+    let mut lines = LineSplitter::new(max_line);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let send = |line: Cut| {
+        tx.send(Input::Line {
+            source: None,
+            text: line.text,
+            pos: None,
+            cut: line.cut,
+        })
+        .is_ok()
+    };
     loop {
-        buf.clear();
-        match lock.read_until(b'\n', &mut buf) {
+        match stdin.read(&mut chunk) {
             Ok(0) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(trim_newline(&buf)).into_owned();
-                if tx
-                    .send(Input::Line {
-                        source: None,
-                        text,
-                        pos: None,
-                    })
-                    .is_err()
-                {
+            Ok(n) => {
+                if !lines.feed(&chunk[..n], send) {
                     return;
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 eprintln!("vigil ship: reading stdin: {e}");
                 break;
             }
         }
     }
+    if let Some(line) = lines.finish() {
+        send(line);
+    }
     let _ = tx.send(Input::Done);
 }
 
-fn trim_newline(b: &[u8]) -> &[u8] {
-    let b = b.strip_suffix(b"\n").unwrap_or(b);
-    b.strip_suffix(b"\r").unwrap_or(b)
-}
-
-/// Tails `path` from `start` (the spooled position, if the file is still the same one).
-/// Without `follow`, stops at the end of the file.
+/// Tails `path` from `start` (the spooled position, if the file is still the same one),
+/// in lines of at most `max_line` bytes. Without `follow`, stops at the end of the file.
 pub(crate) fn tail(
     path: PathBuf,
     start: Option<FilePos>,
     follow: bool,
+    max_line: usize,
     stop: Arc<AtomicBool>,
     tx: Sender<Input>,
 ) {
@@ -96,6 +181,7 @@ pub(crate) fn tail(
             return;
         };
         let (dev, ino) = (meta.dev(), meta.ino());
+        // Where the line being read starts.
         let mut offset = match start.take() {
             Some(p) if p.dev == dev && p.ino == ino && p.offset <= meta.len() => p.offset,
             Some(p) if p.dev == dev && p.ino == ino => {
@@ -115,8 +201,24 @@ pub(crate) fn tail(
         if file.seek(SeekFrom::Start(offset)).is_err() {
             offset = 0;
         }
-        let mut pending: Vec<u8> = Vec::new();
+        let mut lines = LineSplitter::new(max_line);
         let mut chunk = vec![0u8; 256 * 1024];
+        // Hands a line on, with the position after it (none for the rest of a rotated
+        // file: its successor is read from the start).
+        let send = |line: Cut, offset: &mut u64, positioned: bool| {
+            *offset += line.len;
+            tx.send(Input::Line {
+                source: Some(Arc::clone(&source)),
+                text: line.text,
+                pos: positioned.then_some(FilePos {
+                    dev,
+                    ino,
+                    offset: *offset,
+                }),
+                cut: line.cut,
+            })
+            .is_ok()
+        };
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -129,42 +231,15 @@ pub(crate) fn tail(
                 }
             };
             if n > 0 {
-                pending.extend_from_slice(&chunk[..n]);
-                let mut consumed = 0;
-                while let Some(nl) = pending[consumed..].iter().position(|&b| b == b'\n') {
-                    let line = &pending[consumed..consumed + nl + 1];
-                    consumed += nl + 1;
-                    let text = String::from_utf8_lossy(trim_newline(line)).into_owned();
-                    let pos = FilePos {
-                        dev,
-                        ino,
-                        offset: offset + consumed as u64,
-                    };
-                    if tx
-                        .send(Input::Line {
-                            source: Some(Arc::clone(&source)),
-                            text,
-                            pos: Some(pos),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
+                if !lines.feed(&chunk[..n], |line| send(line, &mut offset, true)) {
+                    return;
                 }
-                offset += consumed as u64;
-                pending.drain(..consumed);
                 continue;
             }
             // At the end of the file.
             if !follow {
-                if !pending.is_empty() {
-                    let text = String::from_utf8_lossy(&pending).into_owned();
-                    offset += pending.len() as u64;
-                    let _ = tx.send(Input::Line {
-                        source: Some(Arc::clone(&source)),
-                        text,
-                        pos: Some(FilePos { dev, ino, offset }),
-                    });
+                if let Some(line) = lines.finish() {
+                    send(line, &mut offset, true);
                 }
                 let _ = tx.send(Input::Done);
                 return;
@@ -175,23 +250,19 @@ pub(crate) fn tail(
                     // Rotated: finish the old file (the loop above reads on until it
                     // is dry), then open the new one from its start.
                     let mut rest = Vec::new();
-                    if file.read_to_end(&mut rest).is_ok() && !rest.is_empty() {
-                        pending.extend_from_slice(&rest);
-                        for line in pending.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                            let _ = tx.send(Input::Line {
-                                source: Some(Arc::clone(&source)),
-                                text: String::from_utf8_lossy(line).into_owned(),
-                                pos: None,
-                            });
-                        }
+                    if file.read_to_end(&mut rest).is_ok() {
+                        lines.feed(&rest, |line| send(line, &mut offset, false));
+                    }
+                    if let Some(line) = lines.finish() {
+                        send(line, &mut offset, false);
                     }
                     continue 'files;
                 }
-                Ok(m) if m.len() < offset => {
+                Ok(m) if m.len() < offset + lines.pending() => {
                     eprintln!("vigil ship: {source} was truncated: reading it from the start");
                     let _ = file.seek(SeekFrom::Start(0));
                     offset = 0;
-                    pending.clear();
+                    lines.reset();
                 }
                 _ => {}
             }
@@ -279,6 +350,67 @@ impl Shaper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<(String, u64, bool)> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, |l| {
+                out.push((l.text, l.len, l.cut));
+                true
+            });
+            assert!(s.line.len() <= max, "holds at most max bytes");
+        }
+        out.extend(s.finish().map(|l| (l.text, l.len, l.cut)));
+        out
+    }
+
+    #[test]
+    fn long_lines_keep_their_beginning_and_the_rest_is_skipped() {
+        let lines = split(&[b"ab\r\nabcdefg", b"hij\nxy", b"z"], 4);
+        assert_eq!(
+            lines,
+            [
+                ("ab".to_string(), 4, false),
+                ("abcd".to_string(), 11, true),
+                ("xyz".to_string(), 3, false),
+            ]
+        );
+    }
+
+    proptest! {
+        /// However the input is cut into reads, the lines are the input's lines (each
+        /// at most `max` bytes), and their lengths add up to the input's.
+        #[test]
+        fn lines_and_positions_do_not_depend_on_the_reads(
+            input in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'\r'), Just(b'\n')], 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..10),
+            max in 1usize..8,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([input.len()]) {
+                chunks.push(&input[from..c]);
+                from = c;
+            }
+            let lines = split(&chunks, max);
+            prop_assert_eq!(lines.iter().map(|l| l.1).sum::<u64>(), input.len() as u64);
+            let mut expected: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+            if input.last() == Some(&b'\n') || input.is_empty() {
+                expected.pop();
+            }
+            prop_assert_eq!(lines.len(), expected.len());
+            for (got, want) in lines.iter().zip(expected) {
+                let cut = want.len() > max;
+                let want = if cut { &want[..max] } else { want.strip_suffix(b"\r").unwrap_or(want) };
+                prop_assert_eq!(got.0.as_bytes(), want);
+                prop_assert_eq!(got.2, cut);
+            }
+        }
+    }
 
     #[test]
     fn lines_become_events_with_the_given_fields() {

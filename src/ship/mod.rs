@@ -69,12 +69,15 @@ pub(crate) struct ShipArgs {
     /// Send a batch at this many lines...
     #[arg(long, default_value_t = 5000)]
     pub(crate) batch_lines: usize,
-    /// ... or this many bytes ...
+    /// ... or this many bytes (at most 4 MiB) ...
     #[arg(long, default_value = "1MiB")]
     pub(crate) batch_size: bytesize::ByteSize,
     /// ... or when its first line is this old.
     #[arg(long, default_value = "200ms")]
     pub(crate) batch_wait: humantime::Duration,
+    /// Keep only the first this many bytes of a longer line (at most 1 MiB).
+    #[arg(long, default_value = "1MiB")]
+    pub(crate) max_line_size: bytesize::ByteSize,
     /// Stop reading new lines while this much is spooled and unacknowledged.
     #[arg(long, default_value = "256MiB")]
     pub(crate) spool_limit: bytesize::ByteSize,
@@ -87,6 +90,10 @@ pub(crate) struct ShipArgs {
     pub(crate) host_metrics: Option<humantime::Duration>,
 }
 
+/// Largest `--max-line-size` and `--batch-size`: see [`run`].
+const MAX_LINE_LIMIT: u64 = 1 << 20;
+const MAX_BATCH_LIMIT: u64 = 4 << 20;
+
 /// Counters shown in the status line.
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -97,6 +104,8 @@ pub(crate) struct Stats {
     pub(crate) lines_sent: AtomicU64,
     pub(crate) batches_acked: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Lines longer than `--max-line-size`, sent cut.
+    pub(crate) lines_cut: AtomicU64,
     pub(crate) busy: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) connected: AtomicBool,
@@ -141,6 +150,23 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         LineFormat::Ndjson | LineFormat::Text => Format::Events,
     };
     let format_byte = format.to_byte();
+    let (max_line, batch_size) = (args.max_line_size.as_u64(), args.batch_size.as_u64());
+    // A batch holds at most --batch-size, or one line alone; as an event, a line may
+    // take up to 6 times its bytes (JSON escapes). Both limits keep it within the
+    // server's 8 MiB frames.
+    if max_line == 0 || max_line > MAX_LINE_LIMIT {
+        bail!(
+            "--max-line-size {} is out of range: 1 B to 1 MiB",
+            args.max_line_size
+        );
+    }
+    if batch_size == 0 || batch_size > MAX_BATCH_LIMIT {
+        bail!(
+            "--batch-size {} is out of range: 1 B to 4 MiB",
+            args.batch_size
+        );
+    }
+    let max_line = max_line as usize;
     let mut fields = Map::new();
     for (k, v) in [
         ("service", &args.service),
@@ -173,6 +199,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         lines_sent: AtomicU64::new(0),
         batches_acked: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
+        lines_cut: AtomicU64::new(0),
         busy: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
         connected: AtomicBool::new(false),
@@ -188,14 +215,14 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
     let mut readers = 0;
     if args.files.is_empty() {
         let tx = tx.clone();
-        std::thread::spawn(move || input::read_stdin(tx));
+        std::thread::spawn(move || input::read_stdin(tx, max_line));
         readers += 1;
     }
     for path in &args.files {
         let key = path.to_string_lossy().to_string();
         let start = positions.get(&key).copied();
         let (tx, stop, path, follow) = (tx.clone(), Arc::clone(&stop), path.clone(), !args.once);
-        std::thread::spawn(move || input::tail(path, start, follow, stop, tx));
+        std::thread::spawn(move || input::tail(path, start, follow, max_line, stop, tx));
         readers += 1;
     }
     if let Some(every) = args.host_metrics {
@@ -212,6 +239,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         let limits = Limits {
             lines: args.batch_lines.max(1),
             bytes: args.batch_size.as_u64() as usize,
+            max_line,
             wait: args.batch_wait.into(),
             spool: args.spool_limit.as_u64() as usize,
         };
@@ -302,6 +330,7 @@ fn agent_id(spool: &std::path::Path) -> anyhow::Result<String> {
 struct Limits {
     lines: usize,
     bytes: usize,
+    max_line: usize,
     wait: Duration,
     spool: usize,
 }
@@ -345,7 +374,12 @@ fn batch_loop(
             limits.wait.saturating_sub(t.elapsed())
         });
         match rx.recv_timeout(timeout) {
-            Ok(Input::Line { source, text, pos }) => {
+            Ok(Input::Line {
+                source,
+                text,
+                pos,
+                cut,
+            }) => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i64);
@@ -364,7 +398,24 @@ fn batch_loop(
                     notify.notify_one();
                     continue;
                 }
+                let before = body.len();
                 shaper.push(&mut body, &text, source.as_deref(), now);
+                if before > 0 && body.len() > limits.bytes {
+                    // The line would take the batch past --batch-size: it starts the
+                    // next one, so that a batch stays within a frame.
+                    let line = body.split_off(before);
+                    flush(&mut body, &mut lines, &mut positions)?;
+                    body = line;
+                    first = None;
+                }
+                if cut && stats.lines_cut.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!(
+                        "vigil ship: a line of {} is longer than --max-line-size ({}): only its first {} bytes are sent",
+                        source.as_deref().unwrap_or("stdin"),
+                        limits.max_line,
+                        limits.max_line
+                    );
+                }
                 lines += 1;
                 stats.lines_read.fetch_add(1, Ordering::Relaxed);
                 if let (Some(src), Some(pos)) = (source, pos) {
@@ -475,6 +526,7 @@ fn host_metrics(every: Duration, stop: Arc<AtomicBool>, tx: crossbeam_channel::S
                 source: Some(Arc::clone(&source)),
                 text: line,
                 pos: None,
+                cut: false,
             })
             .is_err()
         {
@@ -511,7 +563,7 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
     let read = stats.lines_read.load(Ordering::Relaxed);
     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
     let line = format!(
-        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}",
+        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}{}",
         if stats.connected.load(Ordering::Relaxed) {
             "connected"
         } else {
@@ -521,6 +573,10 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
         stats.batches_acked.load(Ordering::Relaxed),
         bytes / 1024,
         stats.rejected.load(Ordering::Relaxed),
+        match stats.lines_cut.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(", {n} long lines cut"),
+        },
         match stats.busy.load(Ordering::Relaxed) {
             0 => String::new(),
             n => format!(", server busy {n} times"),

@@ -174,6 +174,24 @@ impl Format {
 }
 
 impl Frame {
+    /// The frame type's name, as in `docs/protocol.md` (for messages: a frame's fields
+    /// can be megabytes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "HELLO",
+            Frame::Welcome { .. } => "WELCOME",
+            Frame::Open { .. } => "OPEN",
+            Frame::Resume { .. } => "RESUME",
+            Frame::Batch { .. } => "BATCH",
+            Frame::Ack { .. } => "ACK",
+            Frame::Reject { .. } => "REJECT",
+            Frame::Busy { .. } => "BUSY",
+            Frame::Error { .. } => "ERROR",
+            Frame::Inventory { .. } => "INVENTORY",
+            Frame::Registered { .. } => "REGISTERED",
+        }
+    }
+
     /// Appends the frame, length prefix included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
@@ -384,8 +402,10 @@ pub fn batch_header(bytes: &[u8]) -> Result<(u64, Format), DecodeError> {
     Ok((seq, format))
 }
 
+/// A string field; one longer than a `u16` can count is cut at the last character
+/// boundary that fits, so that it stays UTF-8.
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    let bytes = &s.as_bytes()[..s.floor_char_boundary(u16::MAX as usize)];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }
@@ -517,6 +537,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_overlong_message_is_cut_at_a_character_boundary() {
+        // 65,536 bytes, one more than a u16 counts; byte 65,535 is inside the last '€'.
+        let message = format!("a{}", "€".repeat(21_845));
+        let f = Frame::Error { code: 1, message };
+        let bytes = f.to_bytes();
+        let Frame::Error { message, .. } = Frame::decode(&bytes[4..]).unwrap() else {
+            panic!("an ERROR frame");
+        };
+        assert_eq!(message, format!("a{}", "€".repeat(21_844)));
     }
 
     #[test]

@@ -716,7 +716,7 @@ async fn control_stream(
             other => {
                 let frame = Frame::Error {
                     code: code::UNEXPECTED,
-                    message: format!("{other:?} is not allowed on the control stream"),
+                    message: format!("{} is not allowed on the control stream", other.name()),
                 };
                 let _ = write_frame(&mut send, &frame).await;
                 return;

@@ -501,6 +501,17 @@ struct Spawned {
     token: String,
 }
 
+/// A server still running when its handle goes (the load failed, or panicked) is
+/// killed, so that no run leaves one behind.
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -520,26 +531,27 @@ fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
             None => Stdio::null(),
         })
         .spawn()?;
-    let pid = child.id();
-    let url = format!("http://127.0.0.1:{port}");
+    // Held from here on, so that an error below stops the server too.
+    let mut spawned = Spawned {
+        pid: child.id(),
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        quic,
+        token: String::new(),
+    };
+    let health = format!("{}/health", spawned.url);
     tokio_runtime().block_on(async {
         for _ in 0..500 {
-            if reqwest::get(format!("{url}/health")).await.is_ok() {
+            if reqwest::get(&health).await.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    let token = std::fs::read_to_string(dir.join("admin.token"))?
+    spawned.token = std::fs::read_to_string(dir.join("admin.token"))?
         .trim()
         .to_string();
-    Ok(Spawned {
-        child,
-        pid,
-        url,
-        quic,
-        token,
-    })
+    Ok(spawned)
 }
 
 fn run_vigil(
@@ -550,13 +562,8 @@ fn run_vigil(
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
-    let Spawned {
-        mut child,
-        pid,
-        url,
-        token,
-        ..
-    } = spawn_vigil(&dir, &serve_args)?;
+    let mut server = spawn_vigil(&dir, &serve_args)?;
+    let (pid, url, token) = (server.pid, server.url.clone(), server.token.clone());
     let rt = tokio_runtime();
     let rss = RssSampler::start(pid);
     let lines = count_lines(&load.file)?;
@@ -571,7 +578,7 @@ fn run_vigil(
     let flush_start = Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    child.wait()?;
+    server.child.wait()?;
     report.peak_rss = rss.stop();
     report.print("vigil");
     println!(

@@ -410,9 +410,8 @@ fn batch_loop(
                 }
                 if cut && stats.lines_cut.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!(
-                        "vigil ship: a line of {} is longer than --max-line-size ({}): only its first {} bytes are sent",
+                        "vigil ship: a line of {} is longer than --max-line-size: only its first {} bytes are sent",
                         source.as_deref().unwrap_or("stdin"),
-                        limits.max_line,
                         limits.max_line
                     );
                 }
@@ -564,10 +563,11 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
     let line = format!(
         "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}{}",
-        if stats.connected.load(Ordering::Relaxed) {
-            "connected"
-        } else {
-            "disconnected"
+        match (last, unacked) {
+            (true, 0) => "done:",
+            (true, _) => "stopped:",
+            (false, _) if stats.connected.load(Ordering::Relaxed) => "connected",
+            (false, _) => "disconnected",
         },
         stats.batches_sent.load(Ordering::Relaxed),
         stats.batches_acked.load(Ordering::Relaxed),

@@ -152,7 +152,8 @@ async fn open_side_store(
     Ok(db)
 }
 
-async fn shutdown_signal() {
+/// SIGINT (ctrl-c) or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

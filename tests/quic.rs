@@ -452,20 +452,71 @@ async fn ship_cuts_overlong_lines() {
     server.terminate();
 }
 
+/// Lines `vigil ship` has read from stdin but not yet batched are spooled when it gets
+/// SIGTERM (it exits saying they wait), and its next start sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_spools_what_it_read_when_stopped() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let spool = work.path().join("spool");
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let agent = |stdin: Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("ship")
+            .arg("--server")
+            .arg(server.quic.to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--service", "stopped", "--batch-wait", "60s"])
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigil ship starts")
+    };
+    let mut first = agent(Stdio::piped());
+    let mut input = first.stdin.take().unwrap();
+    for i in 0..100 {
+        writeln!(input, "stopped line {i}").unwrap();
+    }
+    input.flush().unwrap();
+    // The lines wait in the open batch (60 s) while stdin stays open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    let status = exits(&mut first, Duration::from_secs(20)).await;
+    assert!(!status.success(), "exits with an error while batches wait");
+    drop(input);
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'stopped'";
+    assert_eq!(count(&server, sql).await, 0, "nothing was sent yet");
+    let mut second = agent(Stdio::null());
+    finishes(&mut second, Duration::from_secs(30)).await;
+    assert_eq!(count(&server, sql).await, 100);
+    server.terminate();
+}
+
 /// Waits for a `vigil ship --once` to exit, successfully, within `limit`.
 async fn finishes(agent: &mut std::process::Child, limit: Duration) {
+    let status = exits(agent, limit).await;
+    assert!(status.success(), "vigil ship failed: {status}");
+}
+
+/// Waits for `vigil ship` to exit within `limit`.
+async fn exits(agent: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
-    let status = loop {
+    loop {
         if let Some(status) = agent.try_wait().unwrap() {
-            break status;
+            return status;
         }
         assert!(
             Instant::now() < deadline,
-            "vigil ship did not finish in {limit:?}"
+            "vigil ship did not exit within {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success(), "vigil ship failed: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn metrics(server: &Server) -> String {

@@ -247,6 +247,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
             kind: LineFormat::Lp,
             fields: Map::new(),
         };
+        let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             batch_loop(
                 rx,
@@ -258,6 +259,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
                 &spool,
                 &stats,
                 &notify,
+                &stop,
             )
         })
     };
@@ -284,15 +286,26 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
             stats: Arc::clone(&stats),
             inventory: args.host_metrics.is_some().then(inventory),
         };
-        client.run().await
+        tokio::select! {
+            result = client.run() => result.map(|()| false),
+            () = crate::serve::shutdown_signal() => Ok(true),
+        }
     });
+    // Readers and the batcher stop; what was read is spooled first.
     stop.store(true, Ordering::SeqCst);
     let _ = status.join();
     if let Ok(Err(e)) = batcher.join() {
         eprintln!("vigil ship: {e:#}");
     }
     print_status(&stats, &spool, true);
-    result
+    match result? {
+        true if spool.lock().unacked().0 > 0 => bail!(
+            "stopped by a signal: {} batches wait in the spool {} and are sent on the next start",
+            spool.lock().unacked().0,
+            args.spool.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
@@ -347,6 +360,7 @@ fn batch_loop(
     spool: &Mutex<Spool>,
     stats: &Stats,
     notify: &Notify,
+    stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut body = Vec::with_capacity(limits.bytes + 4096);
     let mut lines = 0usize;
@@ -356,8 +370,9 @@ fn batch_loop(
         if *lines == 0 && positions.is_empty() {
             return Ok::<(), anyhow::Error>(());
         }
-        // Back-pressure: wait while too much is unacknowledged.
-        while spool.lock().unacked().1 > limits.spool {
+        // Back-pressure: wait while too much is unacknowledged (unless stopping: then
+        // everything read goes to the spool).
+        while spool.lock().unacked().1 > limits.spool && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
         spool
@@ -370,10 +385,17 @@ fn batch_loop(
         Ok(())
     };
     loop {
-        let timeout = first.map_or(Duration::from_millis(500), |t| {
-            limits.wait.saturating_sub(t.elapsed())
-        });
-        match rx.recv_timeout(timeout) {
+        let next = if stop.load(Ordering::Relaxed) {
+            // Stopping: spool what the readers have handed over, then end.
+            match rx.try_recv() {
+                Ok(input) => Ok(input),
+                Err(_) => break,
+            }
+        } else {
+            let wait = first.map_or(limits.wait, |t| limits.wait.saturating_sub(t.elapsed()));
+            rx.recv_timeout(wait.min(Duration::from_millis(100)))
+        };
+        match next {
             Ok(Input::Line {
                 source,
                 text,
@@ -436,7 +458,7 @@ fn batch_loop(
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                if first.is_some() {
+                if first.is_some_and(|t| t.elapsed() >= limits.wait) {
                     flush(&mut body, &mut lines, &mut positions)?;
                     first = None;
                 }

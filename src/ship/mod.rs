@@ -297,7 +297,12 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
     if let Ok(Err(e)) = batcher.join() {
         eprintln!("vigil ship: {e:#}");
     }
-    print_status(&stats, &spool, true);
+    let finished = matches!(result, Ok(false)) && spool.lock().unacked().0 == 0;
+    print_status(
+        &stats,
+        &spool,
+        Some(if finished { "done:" } else { "stopped:" }),
+    );
     match result? {
         true if spool.lock().unacked().0 > 0 => bail!(
             "stopped by a signal: {} batches wait in the spool {} and are sent on the next start",
@@ -573,23 +578,23 @@ fn status_loop(stats: &Stats, spool: &Mutex<Spool>, stop: &AtomicBool) {
         std::thread::sleep(Duration::from_millis(100));
         if last.elapsed() >= every {
             last = Instant::now();
-            print_status(stats, spool, false);
+            print_status(stats, spool, None);
         }
     }
 }
 
-fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
+/// The status line; `last`: the final one, headed by how the agent ended.
+fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: Option<&str>) {
     let started = stats.started;
     let (unacked, bytes) = spool.lock().unacked();
     let read = stats.lines_read.load(Ordering::Relaxed);
     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
     let line = format!(
         "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}{}",
-        match (last, unacked) {
-            (true, 0) => "done:",
-            (true, _) => "stopped:",
-            (false, _) if stats.connected.load(Ordering::Relaxed) => "connected",
-            (false, _) => "disconnected",
+        match last {
+            Some(end) => end,
+            None if stats.connected.load(Ordering::Relaxed) => "connected",
+            None => "disconnected",
         },
         stats.batches_sent.load(Ordering::Relaxed),
         stats.batches_acked.load(Ordering::Relaxed),
@@ -611,7 +616,7 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: bool) {
             .map(|e| format!(", last error: {e}"))
             .unwrap_or_default(),
     );
-    if std::io::stderr().is_terminal() && !last {
+    if std::io::stderr().is_terminal() && last.is_none() {
         eprint!("\r\x1b[2K{line}");
     } else {
         eprintln!(

@@ -240,6 +240,16 @@ async fn batch_memory_is_one_budget_for_all_connections() {
     assert!((800..1_000).contains(&big.len()), "{}", big.len());
     let (first, last) = big.split_at(big.len() - 10);
     send_a.write_all(first).await.unwrap();
+    // Until the server has read a's frame length, b could take the budget first.
+    let held = || server.stats.batch_bytes.load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while held() != big.len() as u64 - 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a's frame holds no budget after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Agent b: a whole frame of about 350 bytes does not fit beside it.
     let (conn_b, _ctl_b, _) = server.hello("agent-b").await;
@@ -253,7 +263,6 @@ async fn batch_memory_is_one_budget_for_all_connections() {
             .is_err(),
         "agent b's batch was answered while agent a's held the budget"
     );
-    let held = || server.stats.batch_bytes.load(Ordering::Relaxed);
     assert_eq!(
         held(),
         big.len() as u64 - 4,

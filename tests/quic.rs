@@ -498,6 +498,43 @@ async fn ship_spools_what_it_read_when_stopped() {
     server.terminate();
 }
 
+/// A new spool for an agent id the server already knows (say, a container that lost its
+/// volume but keeps `--agent-id`) numbers its batches above the old ones: batches it
+/// spooled before it could connect are stored, not taken for resends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_spool_for_a_known_agent_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (port, quic_port) = (free_port(), free_port());
+    let server = Server::start_with_quic(dir.path(), port, quic_port, &[]).await;
+    let quic = server.quic;
+    let ship_as_web1 = |file: &str, spool: &str| {
+        let path = work.path().join(file);
+        write_lines(&path, file, 10, false);
+        ship_with(
+            dir.path(),
+            &work.path().join(spool),
+            &path,
+            quic,
+            &["--agent-id", "web1"],
+        )
+    };
+    finishes(
+        &mut ship_as_web1("first", "spool-1"),
+        Duration::from_secs(30),
+    )
+    .await;
+    server.terminate();
+    // The second spool batches its file while the server is down.
+    let mut second = ship_as_web1("second", "spool-2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = Server::start_with_quic(dir.path(), port, quic_port, &[]).await;
+    finishes(&mut second, Duration::from_secs(60)).await;
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'crash'";
+    assert_eq!(count(&server, sql).await, 20, "both files arrived");
+    server.terminate();
+}
+
 /// Waits for a `vigil ship --once` to exit, successfully, within `limit`.
 async fn finishes(agent: &mut std::process::Child, limit: Duration) {
     let status = exits(agent, limit).await;

@@ -16,6 +16,9 @@
 //! ```
 //! Integers are little-endian. A torn or corrupt record ends its segment: the rest is
 //! cut off (it was never acknowledged, and its lines are read again from the files).
+//!
+//! Sequences run on by one from the spool's records; a spool without any starts at the
+//! time in microseconds (see [`first_seq`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -79,7 +82,7 @@ impl Spool {
         let mut unacked = VecDeque::new();
         let mut positions = BTreeMap::new();
         let mut closed = BTreeMap::new();
-        let mut next_seq = 1;
+        let mut next_seq = None;
         let mut unacked_bytes = 0;
         for &id in &ids {
             let path = segment_path(dir, id);
@@ -96,7 +99,7 @@ impl Spool {
             }
             let mut max_seq = 0;
             for (record, pos) in records {
-                next_seq = next_seq.max(record.seq + 1);
+                next_seq = next_seq.max(Some(record.seq + 1));
                 max_seq = max_seq.max(record.seq);
                 positions.extend(pos);
                 unacked_bytes += record.body.len();
@@ -112,7 +115,7 @@ impl Spool {
             active_id,
             active_len: 0,
             closed,
-            next_seq,
+            next_seq: next_seq.unwrap_or_else(first_seq),
             unacked,
             unacked_bytes,
             acked: 0,
@@ -243,6 +246,18 @@ impl Spool {
     }
 }
 
+/// The first sequence of a spool without records: microseconds since 1970. A spool that
+/// replaces a lost one under the same agent id (`--agent-id`) thus numbers above every
+/// batch the old one sent (which would have needed more than a batch per microsecond to
+/// catch up), and its batches are not taken for resends of those.
+fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| {
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2).max(1)
+        })
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.spool"))
 }
@@ -334,15 +349,16 @@ mod tests {
             ino: 2,
             offset: 30,
         };
-        {
+        let first = {
             let mut s = Spool::open(dir.path()).unwrap();
-            assert_eq!(s.append(1, b"a\n".to_vec(), 1, &[]).unwrap(), 1);
+            let first = s.append(1, b"a\n".to_vec(), 1, &[]).unwrap();
             assert_eq!(
                 s.append(1, b"b\nc\n".to_vec(), 2, &[("f".into(), pos)])
                     .unwrap(),
-                2
+                first + 1
             );
-        }
+            first
+        };
         // Tear the last record.
         let seg = segment_path(dir.path(), 1);
         let len = fs::metadata(&seg).unwrap().len();
@@ -358,17 +374,36 @@ mod tests {
         assert_eq!(
             s.append(1, b"b\n".to_vec(), 1, &[("f".into(), pos)])
                 .unwrap(),
-            2
+            first + 1
         );
-        s.ack_through(1);
-        assert_eq!(s.first_unacked(), Some(2));
+        s.ack_through(first);
+        assert_eq!(s.first_unacked(), Some(first + 1));
         drop(s);
         // The closed segment held only acknowledged batches: it is gone; the batch in the
         // active segment and the file positions remain.
         let s = Spool::open(dir.path()).unwrap();
         assert_eq!(s.positions()["f"], pos);
         let left: Vec<u64> = s.after(0, 10).iter().map(|r| r.seq).collect();
-        assert_eq!(left, [2]);
-        assert_eq!(s.next_seq, 3, "numbering goes on after the last batch");
+        assert_eq!(left, [first + 1]);
+        assert_eq!(
+            s.next_seq,
+            first + 2,
+            "numbering goes on after the last batch"
+        );
+    }
+
+    /// A spool that replaces a lost one numbers above everything the old one used.
+    #[test]
+    fn a_new_spool_numbers_above_an_older_one() {
+        let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut s = Spool::open(old.path()).unwrap();
+        let mut last = 0;
+        for _ in 0..100 {
+            last = s.append(1, b"a\n".to_vec(), 1, &[]).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let mut fresh = Spool::open(new.path()).unwrap();
+        let first = fresh.append(1, b"b\n".to_vec(), 1, &[]).unwrap();
+        assert!(first > last, "{first} after {last}");
     }
 }

@@ -220,6 +220,16 @@ async fn protocol_answers_good_and_bad_input_and_the_server_stays_up() {
             ..
         }
     ));
+    // ... a batch numbered 0 (RESUME's "nothing stored") with ERROR MALFORMED ...
+    let (mut send5, mut recv5, _) = channel(&conn, 10).await;
+    write_frame(&mut send5, &lp(0, "q v=1 1\n")).await.unwrap();
+    match answer(&mut recv5).await {
+        Frame::Error {
+            code: code::MALFORMED,
+            message,
+        } => assert!(message.contains("start at 1"), "{message}"),
+        other => panic!("expected ERROR for batch 0, got {other:?}"),
+    }
     // ... a stream not starting with OPEN with ERROR UNEXPECTED ...
     let (mut send4, mut recv4) = conn.open_bi().await.unwrap();
     write_frame(&mut send4, &lp(1, "q v=1 1\n")).await.unwrap();

@@ -834,6 +834,17 @@ impl Channel {
                     .await;
                 break;
             };
+            if seq == 0 {
+                // RESUME says 0 when nothing is stored: a batch 0 would be taken for a
+                // resend and never stored.
+                let _ = tx
+                    .send(Pending::Now(Frame::Error {
+                        code: code::MALFORMED,
+                        message: "batch sequence 0: sequences start at 1".into(),
+                    }))
+                    .await;
+                break;
+            }
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             let (pending, stop) = self.submit(channel, seq, format, body, held).await;
             if tx.send(pending).await.is_err() || stop {

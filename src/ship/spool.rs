@@ -4,7 +4,8 @@
 //! (the server stores each sequence once), and the files are read on from the offsets
 //! recorded with the last batch.
 //!
-//! Layout: `<spool>/agent.id` (the agent id, made on first start) and segment files
+//! Layout: `<spool>/lock` (locked while an agent uses the spool), `<spool>/agent.id`
+//! (the agent id, made on first start) and segment files
 //! `<spool>/NNNNNNNNNNNNNNNNNNNN.spool`, each a series of records:
 //!
 //! ```text
@@ -52,6 +53,9 @@ pub(crate) struct Record {
 }
 
 pub(crate) struct Spool {
+    /// `<spool>/lock`, locked for the spool's life: two agents on one spool would send
+    /// different batches under the same sequence numbers.
+    _lock: File,
     dir: PathBuf,
     active: File,
     active_id: u64,
@@ -70,6 +74,23 @@ impl Spool {
     /// Opens (or creates) the spool in `dir` and loads its records.
     pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating spool {}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => bail!(
+                "spool {} is in use by another vigil ship; give each agent its own --spool",
+                dir.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+            }
+        }
         let mut ids: Vec<u64> = fs::read_dir(dir)
             .with_context(|| format!("reading spool {}", dir.display()))?
             .filter_map(|e| e.ok())
@@ -110,6 +131,7 @@ impl Spool {
         let active_id = ids.last().map_or(1, |&id| id + 1);
         let active = create_segment(dir, active_id)?;
         Ok(Self {
+            _lock: lock,
             dir: dir.to_path_buf(),
             active,
             active_id,
@@ -390,6 +412,16 @@ mod tests {
             first + 2,
             "numbering goes on after the last batch"
         );
+    }
+
+    #[test]
+    fn a_spool_has_one_agent_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Spool::open(dir.path()).unwrap();
+        let second = Spool::open(dir.path()).err().expect("the spool is in use");
+        assert!(second.to_string().contains("in use"), "{second}");
+        drop(first);
+        Spool::open(dir.path()).expect("free again once the first agent is gone");
     }
 
     /// A spool that replaces a lost one numbers above everything the old one used.

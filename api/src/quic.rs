@@ -80,6 +80,11 @@ impl Default for QuicConfig {
     }
 }
 
+/// Bytes a connection may send before its HELLO is accepted: a HELLO (at most 64 KiB)
+/// and some. Unauthenticated peers thus hold at most this much each in the server's
+/// receive buffers, not the whole connection window.
+const PRE_HELLO_WINDOW: u32 = 128 * 1024;
+
 /// Counters of the QUIC listener, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct QuicStats {
@@ -375,12 +380,16 @@ impl QuicServer {
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
+        // Until its HELLO is accepted, a connection may open only the control stream and
+        // send little: [`Conn::run`] raises both limits after WELCOME.
         transport
             .mtu_discovery_config(Some(mtu_discovery()))
-            .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams + 1))
+            .max_concurrent_bidi_streams(VarInt::from_u32(1))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .stream_receive_window(VarInt::from_u32(config.stream_window))
-            .receive_window(VarInt::from_u32(config.connection_window))
+            .receive_window(VarInt::from_u32(
+                PRE_HELLO_WINDOW.min(config.connection_window),
+            ))
             .send_window(u64::from(config.connection_window))
             .max_idle_timeout(Some(
                 quinn::IdleTimeout::try_from(config.idle_timeout)
@@ -563,6 +572,8 @@ impl Conn {
             }
         };
         tracing::info!(%remote, %agent, "agent connected");
+        connection.set_receive_window(VarInt::from_u32(self.config.connection_window));
+        connection.set_max_concurrent_bi_streams(VarInt::from_u32(self.config.max_streams + 1));
         let agent: Arc<str> = agent.into();
         loop {
             let (send, recv) = match connection.accept_bi().await {

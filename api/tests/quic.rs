@@ -99,19 +99,24 @@ impl Serving {
         }
     }
 
+    /// A new connection, before its HELLO.
+    async fn connect(&self) -> quinn::Connection {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint
+            .set_default_client_config(client_config(&self.cert, protocol::ALPN, None).unwrap());
+        endpoint
+            .connect(self.addr, "127.0.0.1")
+            .unwrap()
+            .await
+            .unwrap()
+    }
+
     /// A new connection that has said HELLO as `agent`, and its control stream.
     async fn hello(
         &self,
         agent: &str,
     ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint
-            .set_default_client_config(client_config(&self.cert, protocol::ALPN, None).unwrap());
-        let conn = endpoint
-            .connect(self.addr, "127.0.0.1")
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = self.connect().await;
         let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
         let hello = Frame::Hello {
             version: protocol::VERSION,
@@ -333,6 +338,39 @@ async fn a_stalled_frame_times_out_and_gives_its_memory_back() {
     ));
     conn_a.close(0u32.into(), b"done");
     conn_b.close(0u32.into(), b"done");
+    server.stop().await;
+}
+
+/// Until its HELLO is accepted a connection has its control stream only: another stream
+/// waits, and opens once WELCOME has raised the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_open_only_after_welcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), EngineConfig::default());
+    let server = Serving::start(dir.path(), engine, QuicConfig::default()).await;
+    let conn = server.connect().await;
+    let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), conn.open_bi())
+            .await
+            .is_err(),
+        "a second stream opened before HELLO"
+    );
+    let hello = Frame::Hello {
+        version: protocol::VERSION,
+        token: server.token.clone(),
+        agent: "agent-early".into(),
+    };
+    write_frame(&mut ctl_send, &hello).await.unwrap();
+    assert!(matches!(
+        next(&mut ctl_recv).await,
+        Some(Frame::Welcome { .. })
+    ));
+    let (_send, _recv, stored) = tokio::time::timeout(Duration::from_secs(5), open(&conn))
+        .await
+        .expect("a channel opens after WELCOME");
+    assert_eq!(stored, 0);
+    conn.close(0u32.into(), b"done");
     server.stop().await;
 }
 

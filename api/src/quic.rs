@@ -1010,18 +1010,7 @@ async fn read_frame_within(
         }
     }
     let len = u32::from_be_bytes(len);
-    if len > max {
-        return Err(DecodeError {
-            code: code::TOO_LARGE,
-            message: format!("frame of {len} bytes exceeds the limit of {max} bytes"),
-        });
-    }
-    if len == 0 {
-        return Err(DecodeError {
-            code: code::MALFORMED,
-            message: "frame length 0: a frame has at least a type byte".into(),
-        });
-    }
+    check_length(len, max)?;
     let Some(budget) = budget else {
         return Ok(Some((read_frame_data(recv, len).await?, None)));
     };
@@ -1036,6 +1025,23 @@ async fn read_frame_within(
             ),
         }),
     }
+}
+
+/// A frame's `length` field against the limit `max`.
+fn check_length(len: u32, max: u32) -> Result<(), DecodeError> {
+    if len > max {
+        return Err(DecodeError {
+            code: code::TOO_LARGE,
+            message: format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+        });
+    }
+    if len == 0 {
+        return Err(DecodeError {
+            code: code::MALFORMED,
+            message: "frame length 0: a frame has at least a type byte".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The frame of `len` bytes whose length prefix has been read.
@@ -1099,21 +1105,7 @@ impl FrameReader {
             let mut want = 4;
             if let Some(head) = self.buf.first_chunk::<4>() {
                 let len = u32::from_be_bytes(*head);
-                if len > self.max {
-                    return Err(DecodeError {
-                        code: code::TOO_LARGE,
-                        message: format!(
-                            "frame of {len} bytes exceeds the limit of {} bytes",
-                            self.max
-                        ),
-                    });
-                }
-                if len == 0 {
-                    return Err(DecodeError {
-                        code: code::MALFORMED,
-                        message: "frame length 0: a frame has at least a type byte".into(),
-                    });
-                }
+                check_length(len, self.max)?;
                 want = 4 + len as usize;
                 if self.buf.len() >= want {
                     let frame = Frame::decode(&self.buf[4..want]);

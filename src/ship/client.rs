@@ -302,7 +302,9 @@ impl Client {
                     }
                     Ok(Some(Frame::Busy { retry_after_ms, .. })) => {
                         self.stats.busy.fetch_add(1, Ordering::Relaxed);
-                        return Ok(End::Busy(Duration::from_millis(u64::from(retry_after_ms))));
+                        // At least 100 ms, whatever the server says: no tight loop.
+                        let wait = Duration::from_millis(u64::from(retry_after_ms).max(100));
+                        return Ok(End::Busy(wait));
                     }
                     Ok(Some(Frame::Error { message, .. })) => return retry(&message),
                     Ok(Some(f)) => return retry(&format!("unexpected frame {f:?}")),

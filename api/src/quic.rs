@@ -823,9 +823,13 @@ impl Channel {
             let _ = send.stopped().await;
         });
         loop {
-            let (frame, held) = match read_frame_within(&mut recv, max, Some(&self.budget)).await {
-                Ok(Some(f)) => f,
+            let next = read_frame_within(&mut recv, max, Some(&self.budget))
+                .await
+                .and_then(|read| read.map(next_batch).transpose());
+            let (seq, format, body, held) = match next {
+                Ok(Some(batch)) => batch,
                 Ok(None) => break,
+                // The stream cannot go on: its ERROR is the last answer.
                 Err(e) => {
                     let _ = tx
                         .send(Pending::Now(Frame::Error {
@@ -836,26 +840,6 @@ impl Channel {
                     break;
                 }
             };
-            let Frame::Batch { seq, format, body } = frame else {
-                let _ = tx
-                    .send(Pending::Now(Frame::Error {
-                        code: code::UNEXPECTED,
-                        message: "only BATCH frames may follow OPEN".into(),
-                    }))
-                    .await;
-                break;
-            };
-            if seq == 0 {
-                // RESUME says 0 when nothing is stored: a batch 0 would be taken for a
-                // resend and never stored.
-                let _ = tx
-                    .send(Pending::Now(Frame::Error {
-                        code: code::MALFORMED,
-                        message: "batch sequence 0: sequences start at 1".into(),
-                    }))
-                    .await;
-                break;
-            }
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             let (pending, stop) = self.submit(channel, seq, format, body, held).await;
             if tx.send(pending).await.is_err() || stop {
@@ -961,6 +945,26 @@ impl Channel {
         write_frame(send, &Frame::Error { code, message }).await?;
         let _ = send.finish();
         Ok(())
+    }
+}
+
+/// A frame read on a channel after `OPEN`: a `BATCH` numbered from 1, or the error
+/// that ends the stream.
+fn next_batch(
+    (frame, held): (Frame, Option<Held>),
+) -> Result<(u64, Format, Vec<u8>, Option<Held>), DecodeError> {
+    match frame {
+        // RESUME says 0 when nothing is stored: a batch 0 would be taken for a resend
+        // and never stored.
+        Frame::Batch { seq: 0, .. } => Err(DecodeError {
+            code: code::MALFORMED,
+            message: "batch sequence 0: sequences start at 1".into(),
+        }),
+        Frame::Batch { seq, format, body } => Ok((seq, format, body, held)),
+        _ => Err(DecodeError {
+            code: code::UNEXPECTED,
+            message: "only BATCH frames may follow OPEN".into(),
+        }),
     }
 }
 

@@ -297,16 +297,17 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
     if let Ok(Err(e)) = batcher.join() {
         eprintln!("vigil ship: {e:#}");
     }
-    let finished = matches!(result, Ok(false)) && spool.lock().unacked().0 == 0;
+    // Batches read and not acknowledged (spooled for the next start).
+    let waiting = spool.lock().unacked().0;
+    let finished = matches!(result, Ok(false)) && waiting == 0;
     print_status(
         &stats,
         &spool,
         Some(if finished { "done:" } else { "stopped:" }),
     );
     match result? {
-        true if spool.lock().unacked().0 > 0 => bail!(
-            "stopped by a signal: {} batches wait in the spool {} and are sent on the next start",
-            spool.lock().unacked().0,
+        true if waiting > 0 => bail!(
+            "stopped by a signal: {waiting} batches wait in the spool {} and are sent on the next start",
             args.spool.display()
         ),
         _ => Ok(()),

@@ -99,11 +99,20 @@ impl Serving {
         }
     }
 
-    /// A new connection, before its HELLO.
-    async fn connect(&self) -> quinn::Connection {
+    /// A client endpoint on a free port that trusts this server.
+    fn endpoint(&self) -> quinn::Endpoint {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint
             .set_default_client_config(client_config(&self.cert, protocol::ALPN, None).unwrap());
+        endpoint
+    }
+
+    /// A new connection, before its HELLO.
+    async fn connect(&self) -> quinn::Connection {
+        self.connect_from(&self.endpoint()).await
+    }
+
+    async fn connect_from(&self, endpoint: &quinn::Endpoint) -> quinn::Connection {
         endpoint
             .connect(self.addr, "127.0.0.1")
             .unwrap()
@@ -116,7 +125,15 @@ impl Serving {
         &self,
         agent: &str,
     ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
-        let conn = self.connect().await;
+        self.hello_from(&self.endpoint(), agent).await
+    }
+
+    async fn hello_from(
+        &self,
+        endpoint: &quinn::Endpoint,
+        agent: &str,
+    ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+        let conn = self.connect_from(endpoint).await;
         let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
         let hello = Frame::Hello {
             version: protocol::VERSION,
@@ -370,6 +387,42 @@ async fn channels_open_only_after_welcome() {
         .await
         .expect("a channel opens after WELCOME");
     assert_eq!(stored, 0);
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
+}
+
+/// An agent whose address changes (a new port, as after a NAT rebinding, or a new
+/// network) keeps its connection: the channel it had open goes on from the new address,
+/// with no new handshake and nothing resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_survives_an_address_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), EngineConfig::default());
+    let server = Serving::start(dir.path(), Arc::clone(&engine), QuicConfig::default()).await;
+    let endpoint = server.endpoint();
+    let (conn, _ctl_send, _ctl_recv) = server.hello_from(&endpoint, "roaming-agent").await;
+    let (mut send, mut recv, _) = open(&conn).await;
+    let before = endpoint.local_addr().unwrap();
+    for seq in 1..=6 {
+        if seq == 4 {
+            endpoint
+                .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+                .unwrap();
+            assert_ne!(endpoint.local_addr().unwrap(), before);
+        }
+        write_frame(&mut send, &batch(seq)).await.unwrap();
+        match next(&mut recv).await {
+            Some(Frame::Ack {
+                seq: acked,
+                duplicate: false,
+                rows: 1,
+            }) if acked == seq => {}
+            other => panic!("expected ACK of batch {seq}, got {other:?}"),
+        }
+    }
+    assert_eq!(server.stats.connections_total.load(Ordering::Relaxed), 1);
+    assert_eq!(server.stats.batches.load(Ordering::Relaxed), 6);
+    assert_eq!(server.stats.duplicates.load(Ordering::Relaxed), 0);
     conn.close(0u32.into(), b"done");
     server.stop().await;
 }

@@ -391,6 +391,46 @@ async fn channels_open_only_after_welcome() {
     server.stop().await;
 }
 
+/// Channels of one connection do not wait for each other: while channel 1 has sent only
+/// part of a batch, channel 2's batches are stored and acknowledged, and channel 1's batch
+/// goes through once its last bytes arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_channel_does_not_hold_up_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), EngineConfig::default());
+    let server = Serving::start(dir.path(), Arc::clone(&engine), QuicConfig::default()).await;
+    let (conn, _ctl_send, _ctl_recv) = server.hello("two-channels").await;
+    let (mut slow_send, mut slow_recv, _) = open(&conn).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(&mut send, &Frame::Open { channel: 2 })
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut recv).await,
+        Some(Frame::Resume { channel: 2, .. })
+    ));
+    let slow = batch(1).to_bytes();
+    slow_send.write_all(&slow[..slow.len() - 2]).await.unwrap();
+    for seq in 1..=3 {
+        write_frame(&mut send, &batch(seq)).await.unwrap();
+        assert!(matches!(
+            next(&mut recv).await,
+            Some(Frame::Ack { seq: acked, duplicate: false, rows: 1 }) if acked == seq
+        ));
+    }
+    slow_send.write_all(&slow[slow.len() - 2..]).await.unwrap();
+    assert!(matches!(
+        next(&mut slow_recv).await,
+        Some(Frame::Ack {
+            seq: 1,
+            duplicate: false,
+            rows: 1
+        })
+    ));
+    conn.close(0u32.into(), b"done");
+    server.stop().await;
+}
+
 /// An agent whose address changes (a new port, as after a NAT rebinding, or a new
 /// network) keeps its connection: the channel it had open goes on from the new address,
 /// with no new handshake and nothing resent.

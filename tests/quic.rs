@@ -508,6 +508,92 @@ async fn ship_spools_what_it_read_when_stopped() {
     server.terminate();
 }
 
+/// Stopped while a shipper keeps writing to its stdin, `vigil ship` stops reading, exits
+/// promptly, and spools every line it took from the pipe: the lines stored after the next
+/// start and the lines left in the pipe add up to the lines written, each stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_stopped_mid_stream_keeps_every_line_it_took() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let spool = work.path().join("spool");
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let agent = |stdin: Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("ship")
+            .arg("--server")
+            .arg(server.quic.to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--spool")
+            .arg(&spool)
+            .args(["--service", "midstream"])
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vigil ship starts")
+    };
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    // The test keeps a read end of its own, to count what the agent left in the pipe.
+    let mut rest = reader.try_clone().unwrap();
+    let mut first = agent(Stdio::from(reader));
+    // A shipper writing 500-line chunks without pause, for at most 60 s.
+    let writing = Arc::new(AtomicBool::new(true));
+    let shipper = {
+        let writing = Arc::clone(&writing);
+        std::thread::spawn(move || {
+            let (mut written, start) = (0usize, Instant::now());
+            while writing.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+                let chunk: String = (written..written + 500)
+                    .map(|i| format!("midstream line {i}\n"))
+                    .collect();
+                writer.write_all(chunk.as_bytes()).unwrap();
+                written += 500;
+            }
+            written
+        })
+    };
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'midstream'";
+    let started = Instant::now();
+    while count(&server, sql).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    exits(&mut first, Duration::from_secs(10)).await;
+    // The agent is gone: stop the shipper and read what it left in the pipe.
+    writing.store(false, Ordering::Relaxed);
+    let drain = std::thread::spawn(move || {
+        let mut left = Vec::new();
+        rest.read_to_end(&mut left).unwrap();
+        left.iter().filter(|b| **b == b'\n').count()
+    });
+    let written = shipper.join().unwrap();
+    let left = drain.join().unwrap();
+    let mut second = agent(Stdio::null());
+    finishes(&mut second, Duration::from_secs(60)).await;
+    let stored = count(&server, sql).await as usize;
+    let distinct = count(
+        &server,
+        "SELECT count(DISTINCT message) AS n FROM events WHERE service = 'midstream'",
+    )
+    .await as usize;
+    assert_eq!(distinct, stored, "a line was stored twice");
+    assert_eq!(
+        stored + left,
+        written,
+        "{written} lines written, {left} left in the pipe, {stored} stored"
+    );
+    server.terminate();
+}
+
 /// A new spool for an agent id the server already knows (say, a container that lost its
 /// volume but keeps `--agent-id`) numbers its batches above the old ones: batches it
 /// spooled before it could connect are stored, not taken for resends.

@@ -113,8 +113,39 @@ impl LineSplitter {
     }
 }
 
-/// Reads stdin to its end, in lines of at most `max_line` bytes.
-pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize) {
+/// The hand-over from the stdin reader to the batcher, all or nothing at a stop.
+///
+/// Bytes read from a pipe cannot be put back, so at a stop the batcher takes every line of
+/// a chunk the reader has begun to hand over, and closes the gate only between chunks;
+/// a chunk read after that is dropped (the process is exiting).
+#[derive(Default)]
+pub(crate) struct Gate {
+    closed: parking_lot::Mutex<bool>,
+}
+
+impl Gate {
+    /// Runs `hand_over` unless the gate is closed; it cannot close meanwhile. False when
+    /// closed, or when `hand_over` says so.
+    pub(crate) fn pass(&self, hand_over: impl FnOnce() -> bool) -> bool {
+        let closed = self.closed.lock();
+        !*closed && hand_over()
+    }
+
+    /// Closes the gate if no hand-over is under way and `drained()` holds then.
+    pub(crate) fn close_if(&self, drained: impl FnOnce() -> bool) -> bool {
+        match self.closed.try_lock() {
+            Some(mut closed) if drained() => {
+                *closed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Reads stdin to its end, or until `stop`, in lines of at most `max_line` bytes. A line
+/// not yet ended at a stop is not sent.
+pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize, stop: &AtomicBool, gate: &Gate) {
     let mut stdin = std::io::stdin().lock();
     let mut lines = LineSplitter::new(max_line);
     let mut chunk = vec![0u8; 256 * 1024];
@@ -127,25 +158,28 @@ pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize) {
         })
         .is_ok()
     };
-    loop {
+    while !stop.load(Ordering::SeqCst) {
         match stdin.read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => {
+                if let Some(line) = lines.finish() {
+                    gate.pass(|| send(line));
+                }
+                let _ = tx.send(Input::Done);
+                return;
+            }
             Ok(n) => {
-                if !lines.feed(&chunk[..n], send) {
+                if !gate.pass(|| lines.feed(&chunk[..n], send)) {
                     return;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 eprintln!("vigil ship: reading stdin: {e}");
-                break;
+                let _ = tx.send(Input::Done);
+                return;
             }
         }
     }
-    if let Some(line) = lines.finish() {
-        send(line);
-    }
-    let _ = tx.send(Input::Done);
 }
 
 /// Tails `path` from `start` (the spooled position, if the file is still the same one),

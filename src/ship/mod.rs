@@ -212,10 +212,11 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
 
     // Readers → batcher.
     let (tx, rx) = crossbeam_channel::bounded::<Input>(64 * 1024);
+    let gate = Arc::new(input::Gate::default());
     let mut readers = 0;
     if args.files.is_empty() {
-        let tx = tx.clone();
-        std::thread::spawn(move || input::read_stdin(tx, max_line));
+        let (tx, stop, gate) = (tx.clone(), Arc::clone(&stop), Arc::clone(&gate));
+        std::thread::spawn(move || input::read_stdin(tx, max_line, &stop, &gate));
         readers += 1;
     }
     for path in &args.files {
@@ -251,6 +252,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             batch_loop(
                 rx,
+                &gate,
                 readers,
                 &shaper,
                 &metrics_shaper,
@@ -358,6 +360,7 @@ struct Limits {
 #[allow(clippy::too_many_arguments)]
 fn batch_loop(
     rx: crossbeam_channel::Receiver<Input>,
+    gate: &input::Gate,
     mut readers: usize,
     shaper: &Shaper,
     metrics: &Shaper,
@@ -392,10 +395,12 @@ fn batch_loop(
     };
     loop {
         let next = if stop.load(Ordering::Relaxed) {
-            // Stopping: spool what the readers have handed over, then end.
+            // Stopping: spool what the readers hand over until none is in the middle of
+            // handing over a chunk, then end.
             match rx.try_recv() {
                 Ok(input) => Ok(input),
-                Err(_) => break,
+                Err(_) if gate.close_if(|| rx.is_empty()) => break,
+                Err(_) => rx.recv_timeout(Duration::from_millis(10)),
             }
         } else {
             let wait = first.map_or(limits.wait, |t| limits.wait.saturating_sub(t.elapsed()));

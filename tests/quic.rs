@@ -594,6 +594,40 @@ async fn ship_stopped_mid_stream_keeps_every_line_it_took() {
     server.terminate();
 }
 
+/// `vigil ship --once` ships the files it can read and exits with an error naming the
+/// one it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_once_fails_for_a_file_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let file = work.path().join("present.log");
+    write_lines(&file, "present", 10, false);
+    let missing = work.path().join("missing.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("ship")
+        .arg("--server")
+        .arg(server.quic.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--spool")
+        .arg(work.path().join("spool"))
+        .args(["--service", "present", "--once"])
+        .arg(&file)
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read {}", missing.display())),
+        "{stderr}"
+    );
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'present'";
+    assert_eq!(count(&server, sql).await, 10);
+    server.terminate();
+}
+
 /// A new spool for an agent id the server already knows (say, a container that lost its
 /// volume but keeps `--agent-id`) numbers its batches above the old ones: batches it
 /// spooled before it could connect are stored, not taken for resends.

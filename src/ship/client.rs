@@ -132,8 +132,8 @@ impl Client {
         };
         let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return retry(&e),
-            Err(_) => return retry(&"connection timed out"),
+            Ok(Err(e)) => return retry(&format!("connecting to {}: {e}", self.server)),
+            Err(_) => return retry(&format!("connecting to {}: no answer in 10 s", self.server)),
         };
         let (mut ctl_send, mut ctl_recv) = match conn.open_bi().await {
             Ok(s) => s,

@@ -26,8 +26,15 @@ pub(crate) enum Input {
         /// The line was longer than `--max-line-size` and keeps only its beginning.
         cut: bool,
     },
-    /// A reader is finished (stdin or a file at its end without `--follow`).
-    Done,
+    /// A reader is finished (stdin or a file at its end without `--follow`), or could not
+    /// read its input: why (already reported on stderr).
+    Done(Option<String>),
+}
+
+/// Reports on stderr that an input cannot be read, and tells the batcher.
+fn unreadable(tx: &Sender<Input>, why: String) {
+    eprintln!("vigil ship: {why}");
+    let _ = tx.send(Input::Done(Some(why)));
 }
 
 /// Cuts a byte stream into lines of at most `max` bytes, holding no more than that: of a
@@ -164,7 +171,7 @@ pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize, stop: &AtomicBool, 
                 if let Some(line) = lines.finish() {
                     gate.pass(|| send(line));
                 }
-                let _ = tx.send(Input::Done);
+                let _ = tx.send(Input::Done(None));
                 return;
             }
             Ok(n) => {
@@ -173,11 +180,7 @@ pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize, stop: &AtomicBool, 
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                eprintln!("vigil ship: reading stdin: {e}");
-                let _ = tx.send(Input::Done);
-                return;
-            }
+            Err(e) => return unreadable(&tx, format!("reading stdin: {e}")),
         }
     }
 }
@@ -203,16 +206,13 @@ pub(crate) fn tail(
                     tracing_wait(&source, &e);
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => {
-                    eprintln!("vigil ship: cannot read {source}: {e}");
-                    let _ = tx.send(Input::Done);
-                    return;
-                }
+                Err(_) if stop.load(Ordering::Relaxed) => return,
+                Err(e) => return unreadable(&tx, format!("cannot read {source}: {e}")),
             }
         };
-        let Ok(meta) = file.metadata() else {
-            let _ = tx.send(Input::Done);
-            return;
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) => return unreadable(&tx, format!("cannot read {source}: {e}")),
         };
         let (dev, ino) = (meta.dev(), meta.ino());
         // Where the line being read starts.
@@ -275,7 +275,7 @@ pub(crate) fn tail(
                 if let Some(line) = lines.finish() {
                     send(line, &mut offset, true);
                 }
-                let _ = tx.send(Input::Done);
+                let _ = tx.send(Input::Done(None));
                 return;
             }
             std::thread::sleep(poll);

@@ -113,6 +113,8 @@ pub(crate) struct Stats {
     /// The systems registry accepted this machine (`--host-metrics`).
     pub(crate) registered: AtomicBool,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Inputs that could not be read, and why.
+    pub(crate) unreadable: Mutex<Vec<String>>,
 }
 
 pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
@@ -206,6 +208,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         input_done: AtomicBool::new(false),
         registered: AtomicBool::new(false),
         last_error: Mutex::new(None),
+        unreadable: Mutex::new(Vec::new()),
     });
     let notify = Arc::new(Notify::new());
     let stop = Arc::new(AtomicBool::new(false));
@@ -233,6 +236,8 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         std::thread::spawn(move || host_metrics(every, stop, tx));
     }
     drop(tx);
+    // The batcher's error (the spool cannot be written) stops the agent.
+    let (failed_tx, failed) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let batcher = {
         let spool = Arc::clone(&spool);
         let stats = Arc::clone(&stats);
@@ -250,7 +255,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         };
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
-            batch_loop(
+            let spooled = batch_loop(
                 rx,
                 &gate,
                 readers,
@@ -262,7 +267,10 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
                 &stats,
                 &notify,
                 &stop,
-            )
+            );
+            if let Err(e) = spooled {
+                let _ = failed_tx.send(e);
+            }
         })
     };
     let status = {
@@ -291,14 +299,13 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         tokio::select! {
             result = client.run() => result.map(|()| false),
             () = crate::serve::shutdown_signal() => Ok(true),
+            Ok(e) = failed => Err(e),
         }
     });
     // Readers and the batcher stop; what was read is spooled first.
     stop.store(true, Ordering::SeqCst);
     let _ = status.join();
-    if let Ok(Err(e)) = batcher.join() {
-        eprintln!("vigil ship: {e:#}");
-    }
+    let _ = batcher.join();
     // Batches read and not acknowledged (spooled for the next start).
     let waiting = spool.lock().unacked().0;
     let finished = matches!(result, Ok(false)) && waiting == 0;
@@ -307,11 +314,13 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         &spool,
         Some(if finished { "done:" } else { "stopped:" }),
     );
+    let unreadable = std::mem::take(&mut *stats.unreadable.lock());
     match result? {
         true if waiting > 0 => bail!(
             "stopped by a signal: {waiting} batches wait in the spool {} and are sent on the next start",
             args.spool.display()
         ),
+        _ if !unreadable.is_empty() => bail!("{}", unreadable.join("; ")),
         _ => Ok(()),
     }
 }
@@ -462,7 +471,8 @@ fn batch_loop(
                     first = None;
                 }
             }
-            Ok(Input::Done) => {
+            Ok(Input::Done(unreadable)) => {
+                stats.unreadable.lock().extend(unreadable);
                 readers = readers.saturating_sub(1);
                 if readers == 0 {
                     break;

@@ -181,8 +181,11 @@ impl Spool {
         if self.active_len > 0 && self.active_len + frame.len() as u64 > SEGMENT_BYTES {
             self.rotate()?;
         }
-        self.active.write_all(&frame).context("writing the spool")?;
-        self.active.sync_data().context("syncing the spool")?;
+        let failed = |what| format!("{what} the spool {}", self.dir.display());
+        self.active
+            .write_all(&frame)
+            .with_context(|| failed("writing"))?;
+        self.active.sync_data().with_context(|| failed("syncing"))?;
         self.active_len += frame.len() as u64;
         self.next_seq += 1;
         self.unacked_bytes += body.len();

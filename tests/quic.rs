@@ -269,6 +269,23 @@ async fn protocol_answers_good_and_bad_input_and_the_server_stays_up() {
     server.terminate();
 }
 
+/// `vigil ship` against `quic`, trusting the server of `data_dir`, on `spool`; its
+/// output discarded.
+fn ship_command(data_dir: &Path, spool: &Path, quic: std::net::SocketAddr) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    command
+        .arg("ship")
+        .arg("--server")
+        .arg(quic.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--spool")
+        .arg(spool)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 fn ship(
     data_dir: &Path,
     spool: &Path,
@@ -286,14 +303,7 @@ fn ship_with(
     quic: std::net::SocketAddr,
     extra: &[&str],
 ) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("ship")
-        .arg("--server")
-        .arg(quic.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--spool")
-        .arg(spool)
+    ship_command(data_dir, spool, quic)
         .arg("--format")
         .arg("text")
         .arg("--service")
@@ -301,8 +311,6 @@ fn ship_with(
         .arg("--once")
         .args(extra)
         .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("vigil ship starts")
 }
@@ -472,18 +480,9 @@ async fn ship_spools_what_it_read_when_stopped() {
     let spool = work.path().join("spool");
     let server = Server::start(dir.path(), free_port(), &[]).await;
     let agent = |stdin: Stdio| {
-        Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .arg("ship")
-            .arg("--server")
-            .arg(server.quic.to_string())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--spool")
-            .arg(&spool)
+        ship_command(dir.path(), &spool, server.quic)
             .args(["--service", "stopped", "--batch-wait", "60s"])
             .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("vigil ship starts")
     };
@@ -521,18 +520,9 @@ async fn ship_stopped_mid_stream_keeps_every_line_it_took() {
     let spool = work.path().join("spool");
     let server = Server::start(dir.path(), free_port(), &[]).await;
     let agent = |stdin: Stdio| {
-        Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .arg("ship")
-            .arg("--server")
-            .arg(server.quic.to_string())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--spool")
-            .arg(&spool)
+        ship_command(dir.path(), &spool, server.quic)
             .args(["--service", "midstream"])
             .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("vigil ship starts")
     };
@@ -604,17 +594,11 @@ async fn ship_once_fails_for_a_file_it_cannot_read() {
     let file = work.path().join("present.log");
     write_lines(&file, "present", 10, false);
     let missing = work.path().join("missing.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("ship")
-        .arg("--server")
-        .arg(server.quic.to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--spool")
-        .arg(work.path().join("spool"))
+    let out = ship_command(dir.path(), &work.path().join("spool"), server.quic)
         .args(["--service", "present", "--once"])
         .arg(&file)
         .arg(&missing)
+        .stderr(Stdio::piped())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -625,6 +609,42 @@ async fn ship_once_fails_for_a_file_it_cannot_read() {
     );
     let sql = "SELECT count(*) AS n FROM events WHERE service = 'present'";
     assert_eq!(count(&server, sql).await, 10);
+    server.terminate();
+}
+
+/// One bad line does not cost its batch: `vigil ship` sets a line the server would
+/// refuse aside, in the spool's rejected file, and sends the rest. A batch the server
+/// still refuses (a field type conflict with an earlier batch) goes there whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_sets_aside_what_the_server_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let file = work.path().join("metrics.lp");
+    std::fs::write(
+        &file,
+        "aside,h=a v=1i 1\n\
+         aside,h=a v=oops 2\n\
+         aside,h=a v=3i 3\n\
+         aside,h=a v=4i 4\n\
+         aside,h=a v=5.5 5\n\
+         aside,h=a v=6i 6\n\
+         aside,h=a v=7i 7\n",
+    )
+    .unwrap();
+    let spool = work.path().join("spool");
+    let status = ship_command(dir.path(), &spool, server.quic)
+        .args(["--format", "lp", "--batch-lines", "2", "--once"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Batches: (1, 3), (4, 5.5) refused whole for its float, (6, 7).
+    assert_eq!(count(&server, "SELECT count(*) AS n FROM aside").await, 4);
+    assert_eq!(
+        std::fs::read_to_string(spool.join("rejected.lp")).unwrap(),
+        "aside,h=a v=oops 2\naside,h=a v=4i 4\naside,h=a v=5.5 5\n"
+    );
     server.terminate();
 }
 
@@ -752,14 +772,7 @@ async fn ship_follows_rotation_and_truncation_and_sends_host_metrics() {
     let server = Server::start(dir.path(), free_port(), &[]).await;
     let file = work.path().join("app.log");
     write_lines(&file, "first-file-line", 100, false);
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("ship")
-        .arg("--server")
-        .arg(server.quic.to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--spool")
-        .arg(work.path().join("spool"))
+    let mut agent = ship_command(dir.path(), &work.path().join("spool"), server.quic)
         .args([
             "--service",
             "rot",
@@ -769,8 +782,6 @@ async fn ship_follows_rotation_and_truncation_and_sends_host_metrics() {
             "1s",
         ])
         .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let sql = "SELECT count(*) AS n FROM events WHERE service = 'rot'";

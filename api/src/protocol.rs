@@ -71,6 +71,17 @@ pub enum Precision {
     Seconds,
 }
 
+impl From<Precision> for vigil_engine::Precision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Nanoseconds => Self::Nanoseconds,
+            Precision::Microseconds => Self::Microseconds,
+            Precision::Milliseconds => Self::Milliseconds,
+            Precision::Seconds => Self::Seconds,
+        }
+    }
+}
+
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use vigil_engine::{Delivery, Engine, Error as EngineError, Origin, ShipTicket};
 
 use crate::auth::Authenticator;
-use crate::protocol::{self, DecodeError, Format, Frame, Precision, code};
+use crate::protocol::{self, DecodeError, Format, Frame, code};
 use crate::routes::Access;
 
 /// Settings of the QUIC listener.
@@ -871,7 +871,7 @@ impl Channel {
             let _slot = slot;
             let _held = held;
             match format {
-                Format::LineProtocol(p) => engine.prepare_line_protocol(&body, precision(p)),
+                Format::LineProtocol(p) => engine.prepare_line_protocol(&body, p.into()),
                 Format::Events => engine.prepare_events(&body),
             }
         })
@@ -965,15 +965,6 @@ fn next_batch(
             code: code::UNEXPECTED,
             message: "only BATCH frames may follow OPEN".into(),
         }),
-    }
-}
-
-fn precision(p: Precision) -> vigil_engine::Precision {
-    match p {
-        Precision::Nanoseconds => vigil_engine::Precision::Nanoseconds,
-        Precision::Microseconds => vigil_engine::Precision::Microseconds,
-        Precision::Milliseconds => vigil_engine::Precision::Milliseconds,
-        Precision::Seconds => vigil_engine::Precision::Seconds,
     }
 }
 

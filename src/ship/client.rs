@@ -297,8 +297,13 @@ impl Client {
                     Ok(Some(Frame::Reject { seq, message, .. })) => {
                         in_flight -= 1;
                         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("vigil ship: batch {seq} rejected by the server (not resent): {message}");
-                        self.ack_through(seq);
+                        let kept = self.spool.lock().reject(seq);
+                        let kept = match kept {
+                            Ok(Some(path)) => format!("its lines are kept in {}", path.display()),
+                            Ok(None) => "not resent".into(),
+                            Err(e) => format!("its lines are lost: {e:#}"),
+                        };
+                        eprintln!("vigil ship: the server refused batch {seq}: {message}; {kept}");
                     }
                     Ok(Some(Frame::Busy { retry_after_ms, .. })) => {
                         self.stats.busy.fetch_add(1, Ordering::Relaxed);

@@ -104,6 +104,8 @@ pub(crate) struct Stats {
     pub(crate) lines_sent: AtomicU64,
     pub(crate) batches_acked: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Lines the server would refuse, kept in the spool's rejected file instead.
+    pub(crate) bad_lines: AtomicU64,
     /// Lines longer than `--max-line-size`, sent cut.
     pub(crate) lines_cut: AtomicU64,
     pub(crate) busy: AtomicU64,
@@ -201,6 +203,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         lines_sent: AtomicU64::new(0),
         batches_acked: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
+        bad_lines: AtomicU64::new(0),
         lines_cut: AtomicU64::new(0),
         busy: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
@@ -380,6 +383,7 @@ fn batch_loop(
     notify: &Notify,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let checked = Format::from_byte(format);
     let mut body = Vec::with_capacity(limits.bytes + 4096);
     let mut lines = 0usize;
     let mut positions: Vec<(String, FilePos)> = Vec::new();
@@ -442,13 +446,28 @@ fn batch_loop(
                 }
                 let before = body.len();
                 shaper.push(&mut body, &text, source.as_deref(), now);
-                if before > 0 && body.len() > limits.bytes {
-                    // The line would take the batch past --batch-size: it starts the
-                    // next one, so that a batch stays within a frame.
-                    let line = body.split_off(before);
-                    flush(&mut body, &mut lines, &mut positions)?;
-                    body = line;
-                    first = None;
+                if let Err(why) = check(checked, &body[before..], now) {
+                    // The server would refuse the whole batch for it: the line is set
+                    // aside, and the batch goes on without it.
+                    set_aside(
+                        spool,
+                        stats,
+                        format,
+                        &body[before..],
+                        source.as_deref(),
+                        &why,
+                    );
+                    body.truncate(before);
+                } else {
+                    if before > 0 && body.len() > limits.bytes {
+                        // The line would take the batch past --batch-size: it starts the
+                        // next one, so that a batch stays within a frame.
+                        let line = body.split_off(before);
+                        flush(&mut body, &mut lines, &mut positions)?;
+                        body = line;
+                        first = None;
+                    }
+                    lines += 1;
                 }
                 if cut && stats.lines_cut.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!(
@@ -457,7 +476,6 @@ fn batch_loop(
                         limits.max_line
                     );
                 }
-                lines += 1;
                 stats.lines_read.fetch_add(1, Ordering::Relaxed);
                 if let (Some(src), Some(pos)) = (source, pos) {
                     match positions.iter_mut().find(|(p, _)| **p == *src) {
@@ -491,6 +509,59 @@ fn batch_loop(
     stats.input_done.store(true, Ordering::SeqCst);
     notify.notify_one();
     Ok(())
+}
+
+/// Keeps a line the server would refuse in the spool's rejected file; tells about the
+/// first one.
+fn set_aside(
+    spool: &Mutex<Spool>,
+    stats: &Stats,
+    format: u8,
+    shaped: &[u8],
+    source: Option<&str>,
+    why: &str,
+) {
+    let kept = spool.lock().keep_rejected(format, shaped);
+    if stats.bad_lines.fetch_add(1, Ordering::Relaxed) == 0 {
+        let kept = match kept {
+            Ok(path) => format!("kept in {}", path.display()),
+            Err(e) => format!("lost: {e:#}"),
+        };
+        eprintln!(
+            "vigil ship: a line of {} is not valid ({why}): it is not sent but {kept} (the status line counts further ones)",
+            source.unwrap_or("stdin"),
+        );
+    }
+}
+
+/// Whether the server would take `shaped` (one line as batched) in a batch of `format`:
+/// the server refuses a batch whole for one bad line.
+fn check(format: Option<Format>, shaped: &[u8], now: i64) -> Result<(), String> {
+    if shaped.is_empty() {
+        return Ok(());
+    }
+    match format {
+        Some(Format::LineProtocol(precision)) => {
+            let text = std::str::from_utf8(shaped).map_err(|e| e.to_string())?;
+            match vigil_engine::parse_lines(text, precision.into()).find_map(Result::err) {
+                Some(e) => Err(reason(e)),
+                None => Ok(()),
+            }
+        }
+        Some(Format::Events) => match vigil_engine::parse_events(shaped, now) {
+            Err(vigil_engine::Error::Parse(e)) => Err(reason(e)),
+            other => other.map(drop).map_err(|e| e.to_string()),
+        },
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with a line, without its line number (always 1: it was checked alone).
+fn reason(e: vigil_engine::LineError) -> String {
+    match e.column {
+        0 => e.reason,
+        column => format!("column {column}: {}", e.reason),
+    }
 }
 
 /// Source name of the host-metrics lines.
@@ -606,7 +677,7 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: Option<&str>) {
     let read = stats.lines_read.load(Ordering::Relaxed);
     let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
     let line = format!(
-        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}{}",
+        "{} read {read} lines ({rate:.0}/s), sent {} batches, acked {}, spooled {unacked} ({} KiB), rejected {}{}{}{}{}",
         match last {
             Some(end) => end,
             None if stats.connected.load(Ordering::Relaxed) => "connected",
@@ -616,6 +687,10 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: Option<&str>) {
         stats.batches_acked.load(Ordering::Relaxed),
         bytes / 1024,
         stats.rejected.load(Ordering::Relaxed),
+        match stats.bad_lines.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(", {n} bad lines set aside"),
+        },
         match stats.lines_cut.load(Ordering::Relaxed) {
             0 => String::new(),
             n => format!(", {n} long lines cut"),

@@ -5,7 +5,8 @@
 //! recorded with the last batch.
 //!
 //! Layout: `<spool>/lock` (locked while an agent uses the spool), `<spool>/agent.id`
-//! (the agent id, made on first start) and segment files
+//! (the agent id, made on first start), `<spool>/rejected.*` (lines the server refused,
+//! see [`Spool::keep_rejected`]) and segment files
 //! `<spool>/NNNNNNNNNNNNNNNNNNNN.spool`, each a series of records:
 //!
 //! ```text
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use vigil_api::protocol::{Format, Precision};
 
 /// Segment size past which a new segment starts.
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -217,6 +219,43 @@ impl Spool {
             }
         }
         self.drop_acked_segments();
+    }
+
+    /// The server refused batch `seq`: its lines go to the spool's rejected file (see
+    /// [`Spool::keep_rejected`]), and the batch is done (it is not sent again).
+    pub(crate) fn reject(&mut self, seq: u64) -> anyhow::Result<Option<PathBuf>> {
+        let kept = self
+            .unacked
+            .iter()
+            .find(|r| r.seq == seq)
+            .map(|r| self.keep_rejected(r.format, &r.body))
+            .transpose();
+        self.ack_through(seq);
+        kept
+    }
+
+    /// Appends `lines` (whole lines, as batched) to `<spool>/rejected.<ext>` and syncs it:
+    /// what the server will not take is kept for a person to fix and ship again. The
+    /// file is named by the batch format (`rejected.ndjson`, `rejected.lp`, or
+    /// `rejected.ms.lp` for another precision).
+    pub(crate) fn keep_rejected(&self, format: u8, lines: &[u8]) -> anyhow::Result<PathBuf> {
+        let name = match Format::from_byte(format) {
+            Some(Format::Events) => "rejected.ndjson",
+            Some(Format::LineProtocol(Precision::Microseconds)) => "rejected.us.lp",
+            Some(Format::LineProtocol(Precision::Milliseconds)) => "rejected.ms.lp",
+            Some(Format::LineProtocol(Precision::Seconds)) => "rejected.s.lp",
+            _ => "rejected.lp",
+        };
+        let path = self.dir.join(name);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.write_all(lines)
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 
     fn drop_acked_segments(&mut self) {

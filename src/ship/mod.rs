@@ -369,6 +369,17 @@ struct Limits {
 }
 
 /// Collects lines into batches and spools them.
+/// The batch being filled.
+#[derive(Default)]
+struct Open {
+    body: Vec<u8>,
+    lines: usize,
+    /// Where each file is read up to after the batch's last line.
+    positions: Vec<(String, FilePos)>,
+    /// Lines set aside since the last batch: the server would refuse them.
+    aside: Vec<u8>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn batch_loop(
     rx: crossbeam_channel::Receiver<Input>,
@@ -384,12 +395,18 @@ fn batch_loop(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let checked = Format::from_byte(format);
-    let mut body = Vec::with_capacity(limits.bytes + 4096);
-    let mut lines = 0usize;
-    let mut positions: Vec<(String, FilePos)> = Vec::new();
+    let mut open = Open {
+        body: Vec::with_capacity(limits.bytes + 4096),
+        ..Open::default()
+    };
     let mut first: Option<Instant> = None;
-    let flush = |body: &mut Vec<u8>, lines: &mut usize, positions: &mut Vec<(String, FilePos)>| {
-        if *lines == 0 && positions.is_empty() {
+    let flush = |open: &mut Open| {
+        if !open.aside.is_empty() {
+            // Before the batch whose file positions pass these lines.
+            spool.lock().keep_rejected(format, &open.aside)?;
+            open.aside.clear();
+        }
+        if open.lines == 0 && open.positions.is_empty() {
             return Ok::<(), anyhow::Error>(());
         }
         // Back-pressure: wait while too much is unacknowledged (unless stopping: then
@@ -397,12 +414,15 @@ fn batch_loop(
         while spool.lock().unacked().1 > limits.spool && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        spool
-            .lock()
-            .append(format, std::mem::take(body), *lines, positions)?;
+        spool.lock().append(
+            format,
+            std::mem::take(&mut open.body),
+            open.lines,
+            &open.positions,
+        )?;
         stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-        *lines = 0;
-        positions.clear();
+        open.lines = 0;
+        open.positions.clear();
         notify.notify_one();
         Ok(())
     };
@@ -437,37 +457,37 @@ fn batch_loop(
                 let lp_ns = Format::LineProtocol(Precision::Nanoseconds).to_byte();
                 if source.as_deref() == Some(HOST_METRICS) && format != lp_ns {
                     // Metrics are line protocol; a batch holds one format.
-                    flush(&mut body, &mut lines, &mut positions)?;
+                    flush(&mut open)?;
                     let mut lp = Vec::new();
                     metrics.push(&mut lp, &text, None, now);
                     spool.lock().append(lp_ns, lp, 1, &[])?;
                     notify.notify_one();
                     continue;
                 }
-                let before = body.len();
-                shaper.push(&mut body, &text, source.as_deref(), now);
-                if let Err(why) = check(checked, &body[before..], now) {
+                let before = open.body.len();
+                shaper.push(&mut open.body, &text, source.as_deref(), now);
+                if let Err(why) = check(checked, &open.body[before..], now) {
                     // The server would refuse the whole batch for it: the line is set
                     // aside, and the batch goes on without it.
-                    set_aside(
-                        spool,
-                        stats,
-                        format,
-                        &body[before..],
-                        source.as_deref(),
-                        &why,
-                    );
-                    body.truncate(before);
+                    if stats.bad_lines.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!(
+                            "vigil ship: a line of {} is not valid ({why}): it is not sent but kept in {} (the status line counts further ones)",
+                            source.as_deref().unwrap_or("stdin"),
+                            spool.lock().rejected_path(format).display(),
+                        );
+                    }
+                    open.aside.extend_from_slice(&open.body[before..]);
+                    open.body.truncate(before);
                 } else {
-                    if before > 0 && body.len() > limits.bytes {
+                    if before > 0 && open.body.len() > limits.bytes {
                         // The line would take the batch past --batch-size: it starts the
                         // next one, so that a batch stays within a frame.
-                        let line = body.split_off(before);
-                        flush(&mut body, &mut lines, &mut positions)?;
-                        body = line;
+                        let line = open.body.split_off(before);
+                        flush(&mut open)?;
+                        open.body = line;
                         first = None;
                     }
-                    lines += 1;
+                    open.lines += 1;
                 }
                 if cut && stats.lines_cut.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!(
@@ -478,14 +498,17 @@ fn batch_loop(
                 }
                 stats.lines_read.fetch_add(1, Ordering::Relaxed);
                 if let (Some(src), Some(pos)) = (source, pos) {
-                    match positions.iter_mut().find(|(p, _)| **p == *src) {
+                    match open.positions.iter_mut().find(|(p, _)| **p == *src) {
                         Some(slot) => slot.1 = pos,
-                        None => positions.push((src.to_string(), pos)),
+                        None => open.positions.push((src.to_string(), pos)),
                     }
                 }
                 first.get_or_insert_with(Instant::now);
-                if lines >= limits.lines || body.len() >= limits.bytes {
-                    flush(&mut body, &mut lines, &mut positions)?;
+                if open.lines >= limits.lines
+                    || open.body.len() >= limits.bytes
+                    || open.aside.len() >= limits.bytes
+                {
+                    flush(&mut open)?;
                     first = None;
                 }
             }
@@ -498,40 +521,17 @@ fn batch_loop(
             }
             Err(RecvTimeoutError::Timeout) => {
                 if first.is_some_and(|t| t.elapsed() >= limits.wait) {
-                    flush(&mut body, &mut lines, &mut positions)?;
+                    flush(&mut open)?;
                     first = None;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    flush(&mut body, &mut lines, &mut positions)?;
+    flush(&mut open)?;
     stats.input_done.store(true, Ordering::SeqCst);
     notify.notify_one();
     Ok(())
-}
-
-/// Keeps a line the server would refuse in the spool's rejected file; tells about the
-/// first one.
-fn set_aside(
-    spool: &Mutex<Spool>,
-    stats: &Stats,
-    format: u8,
-    shaped: &[u8],
-    source: Option<&str>,
-    why: &str,
-) {
-    let kept = spool.lock().keep_rejected(format, shaped);
-    if stats.bad_lines.fetch_add(1, Ordering::Relaxed) == 0 {
-        let kept = match kept {
-            Ok(path) => format!("kept in {}", path.display()),
-            Err(e) => format!("lost: {e:#}"),
-        };
-        eprintln!(
-            "vigil ship: a line of {} is not valid ({why}): it is not sent but {kept} (the status line counts further ones)",
-            source.unwrap_or("stdin"),
-        );
-    }
 }
 
 /// Whether the server would take `shaped` (one line as batched) in a batch of `format`:

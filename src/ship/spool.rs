@@ -239,14 +239,7 @@ impl Spool {
     /// file is named by the batch format (`rejected.ndjson`, `rejected.lp`, or
     /// `rejected.ms.lp` for another precision).
     pub(crate) fn keep_rejected(&self, format: u8, lines: &[u8]) -> anyhow::Result<PathBuf> {
-        let name = match Format::from_byte(format) {
-            Some(Format::Events) => "rejected.ndjson",
-            Some(Format::LineProtocol(Precision::Microseconds)) => "rejected.us.lp",
-            Some(Format::LineProtocol(Precision::Milliseconds)) => "rejected.ms.lp",
-            Some(Format::LineProtocol(Precision::Seconds)) => "rejected.s.lp",
-            _ => "rejected.lp",
-        };
-        let path = self.dir.join(name);
+        let path = self.rejected_path(format);
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -256,6 +249,17 @@ impl Spool {
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// The rejected file for batches of `format`.
+    pub(crate) fn rejected_path(&self, format: u8) -> PathBuf {
+        self.dir.join(match Format::from_byte(format) {
+            Some(Format::Events) => "rejected.ndjson",
+            Some(Format::LineProtocol(Precision::Microseconds)) => "rejected.us.lp",
+            Some(Format::LineProtocol(Precision::Milliseconds)) => "rejected.ms.lp",
+            Some(Format::LineProtocol(Precision::Seconds)) => "rejected.s.lp",
+            _ => "rejected.lp",
+        })
     }
 
     fn drop_acked_segments(&mut self) {

@@ -120,11 +120,12 @@ impl LineSplitter {
     }
 }
 
-/// The hand-over from the stdin reader to the batcher, all or nothing at a stop.
+/// A hand-over from a reader to the batcher that a stop takes all or nothing of.
 ///
-/// Bytes read from a pipe cannot be put back, so at a stop the batcher takes every line of
-/// a chunk the reader has begun to hand over, and closes the gate only between chunks;
-/// a chunk read after that is dropped (the process is exiting).
+/// Bytes read from a pipe cannot be put back (nor can the last lines of a rotated file,
+/// which carry no position), so at a stop the batcher takes every line of a chunk a
+/// reader has begun to hand over, and closes the gate only between chunks; a chunk read
+/// after that is dropped (the process is exiting).
 #[derive(Default)]
 pub(crate) struct Gate {
     closed: parking_lot::Mutex<bool>,
@@ -193,6 +194,7 @@ pub(crate) fn tail(
     follow: bool,
     max_line: usize,
     stop: Arc<AtomicBool>,
+    gate: Arc<Gate>,
     tx: Sender<Input>,
 ) {
     let source: Arc<str> = path.to_string_lossy().into();
@@ -283,12 +285,18 @@ pub(crate) fn tail(
                 Ok(m) if m.dev() != dev || m.ino() != ino => {
                     // Rotated: finish the old file (the loop above reads on until it
                     // is dry), then open the new one from its start.
+                    // Its last lines carry no position (a restart reads the new file
+                    // from its start), so a stop takes them all or none.
                     let mut rest = Vec::new();
-                    if file.read_to_end(&mut rest).is_ok() {
-                        lines.feed(&rest, |line| send(line, &mut offset, false));
-                    }
-                    if let Some(line) = lines.finish() {
-                        send(line, &mut offset, false);
+                    let _ = file.read_to_end(&mut rest);
+                    let handed = gate.pass(|| {
+                        lines.feed(&rest, |line| send(line, &mut offset, false))
+                            && lines
+                                .finish()
+                                .is_none_or(|line| send(line, &mut offset, false))
+                    });
+                    if !handed {
+                        return;
                     }
                     continue 'files;
                 }

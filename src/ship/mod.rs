@@ -228,8 +228,9 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
     for path in &args.files {
         let key = path.to_string_lossy().to_string();
         let start = positions.get(&key).copied();
-        let (tx, stop, path, follow) = (tx.clone(), Arc::clone(&stop), path.clone(), !args.once);
-        std::thread::spawn(move || input::tail(path, start, follow, max_line, stop, tx));
+        let (tx, stop, gate) = (tx.clone(), Arc::clone(&stop), Arc::clone(&gate));
+        let (path, follow) = (path.clone(), !args.once);
+        std::thread::spawn(move || input::tail(path, start, follow, max_line, stop, gate, tx));
         readers += 1;
     }
     if let Some(every) = args.host_metrics {

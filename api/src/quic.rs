@@ -315,7 +315,9 @@ pub fn client_endpoint(bind: SocketAddr, config: quinn::ClientConfig) -> std::io
 /// slows every sender down. Linux caps the request at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// A UDP socket bound to `addr` with [`SOCKET_BUFFER`]-sized kernel buffers, for an
+/// endpoint (or [`Endpoint::rebind`]).
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {

@@ -2,10 +2,10 @@
 //! with several in flight, acknowledgements back; on any failure, reconnect with backoff
 //! and send again from the first unacknowledged batch.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,7 +14,7 @@ use quinn::{Endpoint, VarInt};
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
 use vigil_api::quic::{
-    FrameReader, client_config, client_endpoint, read_frame, write_batch, write_frame,
+    FrameReader, client_config, client_endpoint, read_frame, udp_socket, write_batch, write_frame,
 };
 
 use super::Stats;
@@ -25,7 +25,10 @@ pub(crate) const CHANNEL: u32 = 0;
 
 pub(crate) struct Client {
     pub(crate) endpoint: Endpoint,
-    pub(crate) server: SocketAddr,
+    /// The server as given (`host:port`), resolved again for every connection (its
+    /// address may change); of several addresses, each failure moves on to the next.
+    pub(crate) server: String,
+    pub(crate) next_address: AtomicUsize,
     pub(crate) server_name: String,
     pub(crate) token: String,
     pub(crate) agent: String,
@@ -54,15 +57,26 @@ enum End {
     Retry(Duration, String),
 }
 
-/// A QUIC client endpoint trusting the certificates in `ca` (PEM).
-pub(crate) fn endpoint(ca: &Path, server: SocketAddr) -> anyhow::Result<Endpoint> {
+/// A QUIC client endpoint trusting the certificates in `ca` (PEM), on a socket of the
+/// address family `server` resolves to now (IPv4 if it does not resolve yet; a session
+/// rebinds it when the family changes).
+pub(crate) fn endpoint(ca: &Path, server: &str) -> anyhow::Result<Endpoint> {
     let config = client_config(ca, protocol::ALPN, None)?;
-    let bind: SocketAddr = if server.is_ipv6() {
-        "[::]:0".parse()?
+    let ipv6 = server
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|a| a.is_ipv6());
+    client_endpoint(any_address(ipv6), config).context("opening a UDP socket")
+}
+
+/// The unspecified address of a family, port 0.
+fn any_address(ipv6: bool) -> SocketAddr {
+    if ipv6 {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
-        "0.0.0.0:0".parse()?
-    };
-    client_endpoint(bind, config).context("opening a UDP socket")
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    }
 }
 
 impl Client {
@@ -124,16 +138,52 @@ impl Client {
         self.stats.input_done.load(Ordering::SeqCst)
     }
 
+    /// A connection to the server's current address: `Err` for a configuration that
+    /// cannot work, `Ok(Err(why))` for a failure worth trying again.
+    async fn connect(&self) -> anyhow::Result<Result<quinn::Connection, String>> {
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host(self.server.as_str()).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => return Ok(Err(format!("resolving {}: {e}", self.server))),
+        };
+        if addrs.is_empty() {
+            return Ok(Err(format!("{} resolves to no address", self.server)));
+        }
+        let addr = addrs[self.next_address.load(Ordering::Relaxed) % addrs.len()];
+        let local = self
+            .endpoint
+            .local_addr()
+            .context("the agent's UDP socket")?;
+        if local.is_ipv6() != addr.is_ipv6() {
+            // No connection is open between sessions: the socket can change family.
+            let socket = match udp_socket(any_address(addr.is_ipv6())) {
+                Ok(socket) => socket,
+                Err(e) => return Ok(Err(format!("opening a UDP socket for {addr}: {e}"))),
+            };
+            if let Err(e) = self.endpoint.rebind(socket) {
+                return Ok(Err(format!("opening a UDP socket for {addr}: {e}")));
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect(addr, &self.server_name)
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        Ok(
+            match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(format!("connecting to {addr}: {e}")),
+                Err(_) => Err(format!("connecting to {addr}: no answer in 10 s")),
+            },
+        )
+    }
+
     async fn session(&self, backoff: &mut Duration) -> anyhow::Result<End> {
         let retry = |e: &dyn std::fmt::Display| Ok(End::Retry(Duration::ZERO, e.to_string()));
-        let connecting = match self.endpoint.connect(self.server, &self.server_name) {
-            Ok(c) => c,
-            Err(e) => bail!("cannot connect to {}: {e}", self.server),
-        };
-        let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return retry(&format!("connecting to {}: {e}", self.server)),
-            Err(_) => return retry(&format!("connecting to {}: no answer in 10 s", self.server)),
+        let conn = match self.connect().await? {
+            Ok(conn) => conn,
+            Err(why) => {
+                self.next_address.fetch_add(1, Ordering::Relaxed);
+                return retry(&why);
+            }
         };
         let (mut ctl_send, mut ctl_recv) = match conn.open_bi().await {
             Ok(s) => s,

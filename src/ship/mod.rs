@@ -7,10 +7,9 @@ mod input;
 mod spool;
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -120,11 +119,19 @@ pub(crate) struct Stats {
 }
 
 pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
-    let server = resolve(&args.server)?;
-    let server_name = args
-        .server
-        .rsplit_once(':')
-        .map_or(args.server.as_str(), |(h, _)| h)
+    let Some((host, port)) = args.server.rsplit_once(':') else {
+        bail!(
+            "invalid server address '{}' (expected host:port)",
+            args.server
+        );
+    };
+    if port.parse::<u16>().is_err() || host.is_empty() {
+        bail!(
+            "invalid server address '{}' (expected host:port)",
+            args.server
+        );
+    }
+    let server_name = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -288,10 +295,11 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let endpoint = client::endpoint(&ca, server)?;
+        let endpoint = client::endpoint(&ca, &args.server)?;
         let client = client::Client {
             endpoint,
-            server,
+            server: args.server.clone(),
+            next_address: AtomicUsize::new(0),
             server_name,
             token,
             agent: agent.clone(),
@@ -327,14 +335,6 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         _ if !unreadable.is_empty() => bail!("{}", unreadable.join("; ")),
         _ => Ok(()),
     }
-}
-
-fn resolve(server: &str) -> anyhow::Result<SocketAddr> {
-    server
-        .to_socket_addrs()
-        .with_context(|| format!("invalid server address '{server}' (expected host:port)"))?
-        .next()
-        .with_context(|| format!("'{server}' resolves to no address"))
 }
 
 /// The agent id kept in the spool, made on first start.

@@ -58,6 +58,10 @@ pub struct QuicConfig {
     /// Time a frame's data may take to arrive once its length has (the frame holds its
     /// share of `batch_memory` meanwhile); default 30 s.
     pub frame_timeout: Duration,
+    /// How often a connection's token is checked again after `WELCOME`: a connection
+    /// whose token was revoked or expired (or lost the right to ingest) is closed.
+    /// Default 10 s.
+    pub token_recheck: Duration,
 }
 
 impl Default for QuicConfig {
@@ -76,6 +80,7 @@ impl Default for QuicConfig {
             idle_timeout: Duration::from_secs(60),
             batch_memory: 128 << 20,
             frame_timeout: Duration::from_secs(30),
+            token_recheck: Duration::from_secs(10),
         }
     }
 }
@@ -553,10 +558,13 @@ impl Conn {
         self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
         let _gauge = Gauge(Arc::clone(&self.stats));
         let remote = connection.remote_address();
-        let agent = match tokio::time::timeout(Duration::from_secs(10), self.handshake(&connection))
-            .await
+        let (agent, token) = match tokio::time::timeout(
+            Duration::from_secs(10),
+            self.handshake(&connection),
+        )
+        .await
         {
-            Ok(Ok(agent)) => agent,
+            Ok(Ok(admitted)) => admitted,
             Ok(Err((code, message))) => {
                 tracing::info!(%remote, code, %message, "QUIC handshake refused");
                 // Give the ERROR frame a moment to reach the client (closing at once
@@ -577,8 +585,26 @@ impl Conn {
         connection.set_receive_window(VarInt::from_u32(self.config.connection_window));
         connection.set_max_concurrent_bi_streams(VarInt::from_u32(self.config.max_streams + 1));
         let agent: Arc<str> = agent.into();
+        let mut recheck = tokio::time::interval(self.config.token_recheck);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await;
         loop {
-            let (send, recv) = match connection.accept_bi().await {
+            let accepted = tokio::select! {
+                accepted = connection.accept_bi() => accepted,
+                _ = recheck.tick() => {
+                    if let Err(Refusal { message, definite: true }) = self.check_token(&token).await {
+                        tracing::info!(%remote, agent = %agent, %message, "closing an agent's connection: its token no longer admits it");
+                        self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
+                        connection.close(
+                            VarInt::from_u32(u32::from(code::UNAUTHORIZED)),
+                            message.as_bytes(),
+                        );
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let (send, recv) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::info!(%remote, agent = %agent, reason = %e, "agent disconnected");
@@ -601,9 +627,40 @@ impl Conn {
         }
     }
 
+    /// The principal of `token` if it may ingest. A refusal is `definite` when the token
+    /// is unknown, revoked, expired or of the wrong role, not when the side store failed.
+    async fn check_token(&self, token: &str) -> Result<vigil_relational::Principal, Refusal> {
+        match self.tokens.authenticate(token).await {
+            Ok(p) if Access::Ingest.allows(p.role) => Ok(p),
+            Ok(p) => Err(Refusal {
+                message: format!(
+                    "role {} may not ingest (needs {})",
+                    p.role,
+                    Access::Ingest.roles()
+                ),
+                definite: true,
+            }),
+            Err(vigil_relational::Error::Unauthenticated) => Err(Refusal {
+                message: "unknown, revoked or expired token".into(),
+                definite: true,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "side store error checking a QUIC token");
+                Err(Refusal {
+                    message: "the token could not be checked; see the server log".into(),
+                    definite: false,
+                })
+            }
+        }
+    }
+
     /// Reads `HELLO` on the first stream, checks version, token and agent id, answers
-    /// `WELCOME`. The stream then stays open, unused, until the connection ends.
-    async fn handshake(&self, connection: &quinn::Connection) -> Result<String, (u16, String)> {
+    /// `WELCOME`: the agent id and token admitted. The stream then stays open for
+    /// `INVENTORY` until the connection ends.
+    async fn handshake(
+        &self,
+        connection: &quinn::Connection,
+    ) -> Result<(String, String), (u16, String)> {
         let (mut send, mut recv) = connection
             .accept_bi()
             .await
@@ -629,23 +686,12 @@ impl Conn {
                     protocol::VERSION
                 ),
             ))
-        } else if let Some(refused) = match self.tokens.authenticate(&token).await {
-            Ok(p) if Access::Ingest.allows(p.role) => {
+        } else if let Some(refused) = match self.check_token(&token).await {
+            Ok(p) => {
                 principal = Some(p);
                 None
             }
-            Ok(p) => Some(format!(
-                "role {} may not ingest (needs {})",
-                p.role,
-                Access::Ingest.roles()
-            )),
-            Err(vigil_relational::Error::Unauthenticated) => {
-                Some("unknown, revoked or expired token".to_string())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "side store error checking a QUIC token");
-                Some("the token could not be checked; see the server log".to_string())
-            }
+            Err(refusal) => Some(refusal.message),
         } {
             self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
             Some((code::UNAUTHORIZED, refused))
@@ -679,8 +725,15 @@ impl Conn {
         let db = self.tokens.db().clone();
         let max_frame = self.config.max_frame;
         tokio::spawn(control_stream(send, recv, principal, db, max_frame));
-        Ok(agent)
+        Ok((agent, token))
     }
+}
+
+/// Why a token does not admit a connection.
+struct Refusal {
+    message: String,
+    /// Not a side-store failure: the token itself is refused.
+    definite: bool,
 }
 
 /// The control stream after `WELCOME`: `INVENTORY` frames register the agent's machine in

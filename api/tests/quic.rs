@@ -57,6 +57,8 @@ struct Serving {
     addr: std::net::SocketAddr,
     cert: std::path::PathBuf,
     token: String,
+    token_id: i64,
+    auth: Arc<Authenticator>,
     stats: Arc<QuicStats>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -65,10 +67,11 @@ struct Serving {
 impl Serving {
     async fn start(dir: &std::path::Path, engine: Arc<Engine>, config: QuicConfig) -> Self {
         let db = Db::open_sqlite(dir).await.unwrap();
-        let (_, token) = db
+        let (row, token) = db
             .create_token(&Principal::system(), "agent", Role::Agent, None, None, None)
             .await
             .unwrap();
+        let auth = Arc::new(Authenticator::new(db));
         let config = QuicConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             ..config
@@ -80,7 +83,7 @@ impl Serving {
             config,
             identity,
             engine,
-            Arc::new(Authenticator::new(db)),
+            Arc::clone(&auth),
             Arc::clone(&stats),
         )
         .unwrap();
@@ -93,6 +96,8 @@ impl Serving {
             addr,
             cert,
             token,
+            token_id: row.id,
+            auth,
             stats,
             stop,
             task,
@@ -428,6 +433,64 @@ async fn a_stalled_channel_does_not_hold_up_another() {
         })
     ));
     conn.close(0u32.into(), b"done");
+    server.stop().await;
+}
+
+/// Revoking a token closes the connections it admitted (at the next check of the token),
+/// with `UNAUTHORIZED` as the close code; a new connection with it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_closes_its_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), EngineConfig::default());
+    let config = QuicConfig {
+        token_recheck: Duration::from_millis(200),
+        ..QuicConfig::default()
+    };
+    let server = Serving::start(dir.path(), engine, config).await;
+    let (conn, _ctl_send, _ctl_recv) = server.hello("revoked-agent").await;
+    let (mut send, mut recv, _) = open(&conn).await;
+    write_frame(&mut send, &batch(1)).await.unwrap();
+    assert!(matches!(
+        next(&mut recv).await,
+        Some(Frame::Ack { seq: 1, .. })
+    ));
+    // Still admitted after several checks.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    write_frame(&mut send, &batch(2)).await.unwrap();
+    assert!(matches!(
+        next(&mut recv).await,
+        Some(Frame::Ack { seq: 2, .. })
+    ));
+    server
+        .auth
+        .db()
+        .revoke_token(&Principal::system(), server.token_id)
+        .await
+        .unwrap();
+    server.auth.forget();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("the connection closes after the revocation");
+    assert!(
+        matches!(&reason, quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(u32::from(code::UNAUTHORIZED))),
+        "{reason:?}"
+    );
+    let conn = server.connect().await;
+    let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
+    let hello = Frame::Hello {
+        version: protocol::VERSION,
+        token: server.token.clone(),
+        agent: "revoked-agent".into(),
+    };
+    write_frame(&mut ctl_send, &hello).await.unwrap();
+    assert!(matches!(
+        next(&mut ctl_recv).await,
+        Some(Frame::Error {
+            code: code::UNAUTHORIZED,
+            ..
+        })
+    ));
     server.stop().await;
 }
 

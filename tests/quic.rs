@@ -614,7 +614,8 @@ async fn ship_once_fails_for_a_file_it_cannot_read() {
 
 /// One bad line does not cost its batch: `vigil ship` sets a line the server would
 /// refuse aside, in the spool's rejected file, and sends the rest. A batch the server
-/// still refuses (a field type conflict with an earlier batch) goes there whole.
+/// still refuses (a field type conflict with an earlier batch) goes there whole. The exit
+/// status says that not everything was stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ship_sets_aside_what_the_server_refuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -633,12 +634,18 @@ async fn ship_sets_aside_what_the_server_refuses() {
     )
     .unwrap();
     let spool = work.path().join("spool");
-    let status = ship_command(dir.path(), &spool, server.quic)
+    let out = ship_command(dir.path(), &spool, server.quic)
         .args(["--format", "lp", "--batch-lines", "2", "--once"])
         .arg(&file)
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .unwrap();
-    assert!(status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 bad lines and 1 refused batches were not stored"),
+        "{stderr}"
+    );
     // Batches: (1, 3), (4, 5.5) refused whole for its float, (6, 7).
     assert_eq!(count(&server, "SELECT count(*) AS n FROM aside").await, 4);
     assert_eq!(

@@ -326,13 +326,23 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         &spool,
         Some(if finished { "done:" } else { "stopped:" }),
     );
-    let unreadable = std::mem::take(&mut *stats.unreadable.lock());
+    let mut unstored = std::mem::take(&mut *stats.unreadable.lock());
+    let (bad, refused) = (
+        stats.bad_lines.load(Ordering::Relaxed),
+        stats.rejected.load(Ordering::Relaxed),
+    );
+    if bad + refused > 0 {
+        unstored.push(format!(
+            "{bad} bad lines and {refused} refused batches were not stored: they are kept in {}",
+            args.spool.join("rejected.*").display()
+        ));
+    }
     match result? {
         true if waiting > 0 => bail!(
             "stopped by a signal: {waiting} batches wait in the spool {} and are sent on the next start",
             args.spool.display()
         ),
-        _ if !unreadable.is_empty() => bail!("{}", unreadable.join("; ")),
+        _ if !unstored.is_empty() => bail!("{}", unstored.join("; ")),
         _ => Ok(()),
     }
 }

@@ -405,7 +405,11 @@ fn batch_loop(
     notify: &Notify,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let checked = Format::from_byte(format);
+    // Lines as given are checked; text events and host metrics are made here, and valid.
+    let checked = match shaper.kind {
+        LineFormat::Text => None,
+        LineFormat::Lp | LineFormat::Ndjson => Format::from_byte(format),
+    };
     let mut open = Open {
         body: Vec::with_capacity(limits.bytes + 4096),
         ..Open::default()
@@ -460,10 +464,10 @@ fn batch_loop(
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i64);
-                let shaper = if source.as_deref() == Some(HOST_METRICS) {
-                    metrics
+                let (shaper, checked) = if source.as_deref() == Some(HOST_METRICS) {
+                    (metrics, None)
                 } else {
-                    shaper
+                    (shaper, checked)
                 };
                 let lp_ns = Format::LineProtocol(Precision::Nanoseconds).to_byte();
                 if source.as_deref() == Some(HOST_METRICS) && format != lp_ns {

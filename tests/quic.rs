@@ -612,10 +612,10 @@ async fn ship_once_fails_for_a_file_it_cannot_read() {
     server.terminate();
 }
 
-/// One bad line does not cost its batch: `vigil ship` sets a line the server would
-/// refuse aside, in the spool's rejected file, and sends the rest. A batch the server
-/// still refuses (a field type conflict with an earlier batch) goes there whole. The exit
-/// status says that not everything was stored.
+/// One bad line does not cost its batch: when the server refuses a batch, `vigil ship`
+/// sets the lines that are bad on their own aside, in the spool's rejected file, and
+/// sends the rest again. A batch refused with no such line (a field type conflict) goes
+/// there whole. The exit status says that not everything was stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ship_sets_aside_what_the_server_refuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -643,14 +643,19 @@ async fn ship_sets_aside_what_the_server_refuses() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("1 bad lines and 1 refused batches were not stored"),
+        stderr.contains("3 lines the server refused were not stored"),
         "{stderr}"
     );
-    // Batches: (1, 3), (4, 5.5) refused whole for its float, (6, 7).
+    // Batches: (1, oops) refused, then 1 again alone; (3, 4); (5.5, 6) refused whole for
+    // mixing a float and an integer; (7).
     assert_eq!(count(&server, "SELECT count(*) AS n FROM aside").await, 4);
     assert_eq!(
+        count(&server, "SELECT sum(v) AS n FROM aside").await,
+        1 + 3 + 4 + 7
+    );
+    assert_eq!(
         std::fs::read_to_string(spool.join("rejected.lp")).unwrap(),
-        "aside,h=a v=oops 2\naside,h=a v=4i 4\naside,h=a v=5.5 5\n"
+        "aside,h=a v=oops 2\naside,h=a v=5.5 5\naside,h=a v=6i 6\n"
     );
     server.terminate();
 }

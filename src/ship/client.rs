@@ -18,6 +18,7 @@ use vigil_api::quic::{
 };
 
 use super::Stats;
+use super::input::valid_line;
 use super::spool::Spool;
 
 /// The channel `vigil ship` sends on: one ordered stream for all its inputs.
@@ -347,13 +348,23 @@ impl Client {
                     Ok(Some(Frame::Reject { seq, message, .. })) => {
                         in_flight -= 1;
                         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        let kept = self.spool.lock().reject(seq);
-                        let kept = match kept {
-                            Ok(Some(path)) => format!("its lines are kept in {}", path.display()),
+                        let salvaged = self.spool.lock().salvage(seq, valid_line);
+                        let what = match salvaged {
+                            Ok(Some(s)) => {
+                                self.stats.lines_aside.fetch_add(s.set_aside as u64, Ordering::Relaxed);
+                                match s.resent {
+                                    Some((new, n)) => format!(
+                                        "{} bad lines are set aside in {}, the other {n} go again as batch {new}",
+                                        s.set_aside,
+                                        s.path.display()
+                                    ),
+                                    None => format!("its {} lines are set aside in {}", s.set_aside, s.path.display()),
+                                }
+                            }
                             Ok(None) => "not resent".into(),
                             Err(e) => format!("its lines are lost: {e:#}"),
                         };
-                        eprintln!("vigil ship: the server refused batch {seq}: {message}; {kept}");
+                        eprintln!("vigil ship: the server refused batch {seq}: {message}; {what}");
                     }
                     Ok(Some(Frame::Busy { retry_after_ms, .. })) => {
                         self.stats.busy.fetch_add(1, Ordering::Relaxed);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use serde_json::{Map, Value};
+use vigil_api::protocol::Format;
 
 use super::spool::FilePos;
 
@@ -35,6 +36,22 @@ pub(crate) enum Input {
 fn unreadable(tx: &Sender<Input>, why: String) {
     eprintln!("vigil ship: {why}");
     let _ = tx.send(Input::Done(Some(why)));
+}
+
+/// Whether the server would take `line` (as batched, newline included) in a batch of
+/// `format` (a protocol format byte): the server refuses a batch whole for one bad line.
+pub(crate) fn valid_line(format: u8, line: &[u8]) -> bool {
+    match Format::from_byte(format) {
+        Some(Format::LineProtocol(precision)) => std::str::from_utf8(line)
+            .is_ok_and(|text| vigil_engine::parse_lines(text, precision.into()).all(|l| l.is_ok())),
+        Some(Format::Events) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            vigil_engine::parse_events(line, now).is_ok()
+        }
+        None => false,
+    }
 }
 
 /// Cuts a byte stream into lines of at most `max` bytes, holding no more than that: of a
@@ -393,6 +410,26 @@ impl Shaper {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_line_is_checked_with_the_servers_parser() {
+        use vigil_api::protocol::Precision;
+        let lp = Format::LineProtocol(Precision::Nanoseconds).to_byte();
+        let lp_s = Format::LineProtocol(Precision::Seconds).to_byte();
+        let events = Format::Events.to_byte();
+        assert!(valid_line(lp, b"cpu,host=a usage=1.5 1\n"));
+        assert!(!valid_line(lp, b"cpu,host=a usage=oops 1\n"));
+        assert!(!valid_line(lp, b"just some text\n"));
+        assert!(!valid_line(lp, b"cpu v=1 \xff\n"), "not UTF-8");
+        assert!(valid_line(lp_s, b"cpu v=1 1700000000\n"));
+        assert!(valid_line(events, br#"{"message":"m","service":"s"}"#));
+        assert!(!valid_line(
+            events,
+            br#"{"message":"m","time":"yesterday"}"#
+        ));
+        assert!(!valid_line(events, b"[1, 2"));
+        assert!(!valid_line(99, b"cpu v=1 1\n"), "an unknown format");
+    }
 
     fn split(chunks: &[&[u8]], max: usize) -> Vec<(String, u64, bool)> {
         let mut s = LineSplitter::new(max);

@@ -103,8 +103,8 @@ pub(crate) struct Stats {
     pub(crate) lines_sent: AtomicU64,
     pub(crate) batches_acked: AtomicU64,
     pub(crate) rejected: AtomicU64,
-    /// Lines the server would refuse, kept in the spool's rejected file instead.
-    pub(crate) bad_lines: AtomicU64,
+    /// Lines of batches the server refused, kept in the spool's rejected files.
+    pub(crate) lines_aside: AtomicU64,
     /// Lines longer than `--max-line-size`, sent cut.
     pub(crate) lines_cut: AtomicU64,
     pub(crate) busy: AtomicU64,
@@ -210,7 +210,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         lines_sent: AtomicU64::new(0),
         batches_acked: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
-        bad_lines: AtomicU64::new(0),
+        lines_aside: AtomicU64::new(0),
         lines_cut: AtomicU64::new(0),
         busy: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
@@ -327,15 +327,12 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         Some(if finished { "done:" } else { "stopped:" }),
     );
     let mut unstored = std::mem::take(&mut *stats.unreadable.lock());
-    let (bad, refused) = (
-        stats.bad_lines.load(Ordering::Relaxed),
-        stats.rejected.load(Ordering::Relaxed),
-    );
-    if bad + refused > 0 {
-        unstored.push(format!(
-            "{bad} bad lines and {refused} refused batches were not stored: they are kept in {}",
+    match stats.lines_aside.load(Ordering::Relaxed) {
+        0 => {}
+        n => unstored.push(format!(
+            "{n} lines the server refused were not stored: they are kept in {}",
             args.spool.join("rejected.*").display()
-        ));
+        )),
     }
     match result? {
         true if waiting > 0 => bail!(
@@ -387,8 +384,6 @@ struct Open {
     lines: usize,
     /// Where each file is read up to after the batch's last line.
     positions: Vec<(String, FilePos)>,
-    /// Lines set aside since the last batch: the server would refuse them.
-    aside: Vec<u8>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -405,22 +400,12 @@ fn batch_loop(
     notify: &Notify,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    // Lines as given are checked; text events and host metrics are made here, and valid.
-    let checked = match shaper.kind {
-        LineFormat::Text => None,
-        LineFormat::Lp | LineFormat::Ndjson => Format::from_byte(format),
-    };
     let mut open = Open {
         body: Vec::with_capacity(limits.bytes + 4096),
         ..Open::default()
     };
     let mut first: Option<Instant> = None;
     let flush = |open: &mut Open| {
-        if !open.aside.is_empty() {
-            // Before the batch whose file positions pass these lines.
-            spool.lock().keep_rejected(format, &open.aside)?;
-            open.aside.clear();
-        }
         if open.lines == 0 && open.positions.is_empty() {
             return Ok::<(), anyhow::Error>(());
         }
@@ -464,10 +449,10 @@ fn batch_loop(
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i64);
-                let (shaper, checked) = if source.as_deref() == Some(HOST_METRICS) {
-                    (metrics, None)
+                let shaper = if source.as_deref() == Some(HOST_METRICS) {
+                    metrics
                 } else {
-                    (shaper, checked)
+                    shaper
                 };
                 let lp_ns = Format::LineProtocol(Precision::Nanoseconds).to_byte();
                 if source.as_deref() == Some(HOST_METRICS) && format != lp_ns {
@@ -481,29 +466,15 @@ fn batch_loop(
                 }
                 let before = open.body.len();
                 shaper.push(&mut open.body, &text, source.as_deref(), now);
-                if let Err(why) = check(checked, &open.body[before..], now) {
-                    // The server would refuse the whole batch for it: the line is set
-                    // aside, and the batch goes on without it.
-                    if stats.bad_lines.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!(
-                            "vigil ship: a line of {} is not valid ({why}): it is not sent but kept in {} (the status line counts further ones)",
-                            source.as_deref().unwrap_or("stdin"),
-                            spool.lock().rejected_path(format).display(),
-                        );
-                    }
-                    open.aside.extend_from_slice(&open.body[before..]);
-                    open.body.truncate(before);
-                } else {
-                    if before > 0 && open.body.len() > limits.bytes {
-                        // The line would take the batch past --batch-size: it starts the
-                        // next one, so that a batch stays within a frame.
-                        let line = open.body.split_off(before);
-                        flush(&mut open)?;
-                        open.body = line;
-                        first = None;
-                    }
-                    open.lines += 1;
+                if before > 0 && open.body.len() > limits.bytes {
+                    // The line would take the batch past --batch-size: it starts the
+                    // next one, so that a batch stays within a frame.
+                    let line = open.body.split_off(before);
+                    flush(&mut open)?;
+                    open.body = line;
+                    first = None;
                 }
+                open.lines += 1;
                 if cut && stats.lines_cut.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!(
                         "vigil ship: a line of {} is longer than --max-line-size: only its first {} bytes are sent",
@@ -519,10 +490,7 @@ fn batch_loop(
                     }
                 }
                 first.get_or_insert_with(Instant::now);
-                if open.lines >= limits.lines
-                    || open.body.len() >= limits.bytes
-                    || open.aside.len() >= limits.bytes
-                {
+                if open.lines >= limits.lines || open.body.len() >= limits.bytes {
                     flush(&mut open)?;
                     first = None;
                 }
@@ -547,36 +515,6 @@ fn batch_loop(
     stats.input_done.store(true, Ordering::SeqCst);
     notify.notify_one();
     Ok(())
-}
-
-/// Whether the server would take `shaped` (one line as batched) in a batch of `format`:
-/// the server refuses a batch whole for one bad line.
-fn check(format: Option<Format>, shaped: &[u8], now: i64) -> Result<(), String> {
-    if shaped.is_empty() {
-        return Ok(());
-    }
-    match format {
-        Some(Format::LineProtocol(precision)) => {
-            let text = std::str::from_utf8(shaped).map_err(|e| e.to_string())?;
-            match vigil_engine::parse_lines(text, precision.into()).find_map(Result::err) {
-                Some(e) => Err(reason(e)),
-                None => Ok(()),
-            }
-        }
-        Some(Format::Events) => match vigil_engine::parse_events(shaped, now) {
-            Err(vigil_engine::Error::Parse(e)) => Err(reason(e)),
-            other => other.map(drop).map_err(|e| e.to_string()),
-        },
-        None => Ok(()),
-    }
-}
-
-/// What is wrong with a line, without its line number (always 1: it was checked alone).
-fn reason(e: vigil_engine::LineError) -> String {
-    match e.column {
-        0 => e.reason,
-        column => format!("column {column}: {}", e.reason),
-    }
 }
 
 /// Source name of the host-metrics lines.
@@ -702,9 +640,9 @@ fn print_status(stats: &Stats, spool: &Mutex<Spool>, last: Option<&str>) {
         stats.batches_acked.load(Ordering::Relaxed),
         bytes / 1024,
         stats.rejected.load(Ordering::Relaxed),
-        match stats.bad_lines.load(Ordering::Relaxed) {
+        match stats.lines_aside.load(Ordering::Relaxed) {
             0 => String::new(),
-            n => format!(", {n} bad lines set aside"),
+            n => format!(", {n} lines set aside"),
         },
         match stats.lines_cut.load(Ordering::Relaxed) {
             0 => String::new(),

@@ -12,8 +12,9 @@
 //! ```text
 //! u32 len       bytes after the checksum
 //! u64 checksum  xxh3-64 of those bytes
-//! u64 seq, u8 format,
+//! u64 seq, u8 format (bit 7 set: the record replaces a refused batch),
 //! u16 n, n × { u16 path_len, path, u64 dev, u64 ino, u64 offset }   (every file's read position)
+//! [u64 replaced]                                                  (with bit 7 of format)
 //! body          the batch payload
 //! ```
 //! Integers are little-endian. A torn or corrupt record ends its segment: the rest is
@@ -41,6 +42,19 @@ pub(crate) struct FilePos {
     pub(crate) dev: u64,
     pub(crate) ino: u64,
     pub(crate) offset: u64,
+}
+
+/// Format-byte flag of a record that replaces a batch the server refused (its good
+/// lines): the body starts with the `u64` sequence of the batch it replaces.
+const REPLACES: u8 = 0x80;
+
+/// What became of a refused batch ([`Spool::salvage`]).
+pub(crate) struct Salvaged {
+    /// Lines put in the rejected file.
+    pub(crate) set_aside: usize,
+    pub(crate) path: PathBuf,
+    /// The new batch of the other lines, and their count.
+    pub(crate) resent: Option<(u64, usize)>,
 }
 
 /// One spooled batch.
@@ -106,7 +120,6 @@ impl Spool {
         let mut positions = BTreeMap::new();
         let mut closed = BTreeMap::new();
         let mut next_seq = None;
-        let mut unacked_bytes = 0;
         for &id in &ids {
             let path = segment_path(dir, id);
             let (records, valid_len) = read_segment(&path)?;
@@ -121,15 +134,18 @@ impl Spool {
                 f.sync_all()?;
             }
             let mut max_seq = 0;
-            for (record, pos) in records {
+            for (record, pos, replaces) in records {
                 next_seq = next_seq.max(Some(record.seq + 1));
                 max_seq = max_seq.max(record.seq);
                 positions.extend(pos);
-                unacked_bytes += record.body.len();
+                if let Some(replaced) = replaces {
+                    unacked.retain(|r: &Arc<Record>| r.seq != replaced);
+                }
                 unacked.push_back(Arc::new(record));
             }
             closed.insert(id, max_seq);
         }
+        let unacked_bytes = unacked.iter().map(|r| r.body.len()).sum();
         let active_id = ids.last().map_or(1, |&id| id + 1);
         let active = create_segment(dir, active_id)?;
         Ok(Self {
@@ -160,13 +176,28 @@ impl Spool {
         lines: usize,
         positions: &[(String, FilePos)],
     ) -> anyhow::Result<u64> {
+        self.positions.extend(positions.iter().cloned());
+        self.write(format, None, body, lines)
+    }
+
+    /// Writes a record (replacing batch `replaces`, if given) with every file's position.
+    fn write(
+        &mut self,
+        format: u8,
+        replaces: Option<u64>,
+        body: Vec<u8>,
+        lines: usize,
+    ) -> anyhow::Result<u64> {
         let seq = self.next_seq;
         // Every record carries the position of every file, so the newest record alone
         // tells where to read on.
-        self.positions.extend(positions.iter().cloned());
         let mut rec = Vec::with_capacity(body.len() + 64);
         rec.extend_from_slice(&seq.to_le_bytes());
-        rec.push(format);
+        rec.push(if replaces.is_some() {
+            format | REPLACES
+        } else {
+            format
+        });
         rec.extend_from_slice(&(self.positions.len() as u16).to_le_bytes());
         for (path, pos) in &self.positions {
             rec.extend_from_slice(&(path.len() as u16).to_le_bytes());
@@ -174,6 +205,9 @@ impl Spool {
             rec.extend_from_slice(&pos.dev.to_le_bytes());
             rec.extend_from_slice(&pos.ino.to_le_bytes());
             rec.extend_from_slice(&pos.offset.to_le_bytes());
+        }
+        if let Some(replaced) = replaces {
+            rec.extend_from_slice(&replaced.to_le_bytes());
         }
         rec.extend_from_slice(&body);
         let mut frame = Vec::with_capacity(rec.len() + 12);
@@ -221,17 +255,57 @@ impl Spool {
         self.drop_acked_segments();
     }
 
-    /// The server refused batch `seq`: its lines go to the spool's rejected file (see
-    /// [`Spool::keep_rejected`]), and the batch is done (it is not sent again).
-    pub(crate) fn reject(&mut self, seq: u64) -> anyhow::Result<Option<PathBuf>> {
-        let kept = self
-            .unacked
-            .iter()
-            .find(|r| r.seq == seq)
-            .map(|r| self.keep_rejected(r.format, &r.body))
-            .transpose();
+    /// The server refused batch `seq` (every batch before it is answered). The lines
+    /// `valid` refuses go to the rejected file (see [`Spool::keep_rejected`]), and the
+    /// others are spooled again as a new batch that replaces `seq`: one record, so that
+    /// after a crash the spool holds either the old batch or the new one, never both. If
+    /// no line is bad on its own (the batch is refused as a whole, say for a field type
+    /// conflict with stored data) or none is good, the whole batch goes to the file.
+    /// Either way `seq` is done: it is not sent again. `None` if `seq` is not spooled.
+    pub(crate) fn salvage(
+        &mut self,
+        seq: u64,
+        valid: impl Fn(u8, &[u8]) -> bool,
+    ) -> anyhow::Result<Option<Salvaged>> {
+        let Some(record) = self.unacked.iter().find(|r| r.seq == seq).cloned() else {
+            return Ok(None);
+        };
+        let salvaged = self.split(&record, valid);
         self.ack_through(seq);
-        kept
+        salvaged.map(Some)
+    }
+
+    fn split(
+        &mut self,
+        record: &Record,
+        valid: impl Fn(u8, &[u8]) -> bool,
+    ) -> anyhow::Result<Salvaged> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let (mut good_lines, mut bad_lines) = (0, 0);
+        for line in record.body.split_inclusive(|&b| b == b'\n') {
+            if valid(record.format, line) {
+                good.extend_from_slice(line);
+                good_lines += 1;
+            } else {
+                bad.extend_from_slice(line);
+                bad_lines += 1;
+            }
+        }
+        if good_lines == 0 || bad_lines == 0 {
+            let path = self.keep_rejected(record.format, &record.body)?;
+            return Ok(Salvaged {
+                set_aside: good_lines + bad_lines,
+                path,
+                resent: None,
+            });
+        }
+        let path = self.keep_rejected(record.format, &bad)?;
+        let resent = self.write(record.format, Some(record.seq), good, good_lines)?;
+        Ok(Salvaged {
+            set_aside: bad_lines,
+            path,
+            resent: Some((resent, good_lines)),
+        })
     }
 
     /// Appends `lines` (whole lines, as batched) to `<spool>/rejected.<ext>` and syncs it:
@@ -245,7 +319,9 @@ impl Spool {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
+        let end: &[u8] = if lines.ends_with(b"\n") { b"" } else { b"\n" };
         file.write_all(lines)
+            .and_then(|()| file.write_all(end))
             .and_then(|()| file.sync_data())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
@@ -341,7 +417,8 @@ fn create_segment(dir: &Path, id: u64) -> anyhow::Result<File> {
     Ok(f)
 }
 
-type Loaded = (Record, Vec<(String, FilePos)>);
+/// A record read back: the batch, every file's position, the batch it replaces.
+type Loaded = (Record, Vec<(String, FilePos)>, Option<u64>);
 
 /// The valid records of a segment and the length they span.
 fn read_segment(path: &Path) -> anyhow::Result<(Vec<Loaded>, u64)> {
@@ -392,16 +469,22 @@ fn parse_record(b: &[u8]) -> anyhow::Result<Loaded> {
         let offset = u64_of(take(8)?);
         positions.push((path, FilePos { dev, ino, offset }));
     }
+    let replaces = if format & REPLACES != 0 {
+        Some(u64_of(take(8)?))
+    } else {
+        None
+    };
     let body = Bytes::copy_from_slice(r);
     let lines = body.iter().filter(|&&c| c == b'\n').count();
     Ok((
         Record {
             seq,
-            format,
+            format: format & !REPLACES,
             body,
             lines,
         },
         positions,
+        replaces,
     ))
 }
 
@@ -457,6 +540,48 @@ mod tests {
             s.next_seq,
             first + 2,
             "numbering goes on after the last batch"
+        );
+    }
+
+    /// A refused batch: its bad lines go to the rejected file and the rest to a new
+    /// batch that replaces it, also after a restart (where the old one stays gone); a
+    /// batch with no bad line goes to the file whole.
+    #[test]
+    fn a_refused_batch_is_split_into_set_aside_and_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_x = |_: u8, line: &[u8]| !line.starts_with(b"x");
+        let (refused, next) = {
+            let mut s = Spool::open(dir.path()).unwrap();
+            let refused = s.append(1, b"a\nx1\nb\nx2".to_vec(), 4, &[]).unwrap();
+            let next = s.append(1, b"c\n".to_vec(), 1, &[]).unwrap();
+            let salvaged = s.salvage(refused, no_x).unwrap().unwrap();
+            assert_eq!(salvaged.set_aside, 2);
+            let (resent, lines) = salvaged.resent.unwrap();
+            assert_eq!((resent, lines), (next + 1, 2));
+            assert_eq!(salvaged.path, dir.path().join("rejected.lp"));
+            assert!(s.salvage(refused, no_x).unwrap().is_none(), "done once");
+            (refused, next)
+        };
+        let mut s = Spool::open(dir.path()).unwrap();
+        let left: Vec<(u64, Bytes)> = s
+            .after(0, 10)
+            .iter()
+            .map(|r| (r.seq, r.body.clone()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (next, Bytes::from("c\n")),
+                (next + 1, Bytes::from("a\nb\n"))
+            ],
+            "the refused batch {refused} is replaced"
+        );
+        // No line bad on its own: the whole batch is set aside.
+        let salvaged = s.salvage(next, |_, _| true).unwrap().unwrap();
+        assert_eq!((salvaged.set_aside, salvaged.resent), (1, None));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("rejected.lp")).unwrap(),
+            "x1\nx2\nc\n"
         );
     }
 

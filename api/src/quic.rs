@@ -320,7 +320,7 @@ pub fn client_endpoint(bind: SocketAddr, config: quinn::ClientConfig) -> std::io
 /// slows every sender down. Linux caps the request at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// A UDP socket bound to `addr` with [`SOCKET_BUFFER`]-sized kernel buffers, for an
+/// A UDP socket bound to `addr` with 4 MiB kernel buffers each way, for an
 /// endpoint (or [`Endpoint::rebind`]).
 pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -588,18 +588,29 @@ impl Conn {
         let mut recheck = tokio::time::interval(self.config.token_recheck);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         recheck.tick().await;
+        let mut unchecked = false;
         loop {
             let accepted = tokio::select! {
                 accepted = connection.accept_bi() => accepted,
                 _ = recheck.tick() => {
-                    if let Err(Refusal { message, definite: true }) = self.check_token(&token).await {
-                        tracing::info!(%remote, agent = %agent, %message, "closing an agent's connection: its token no longer admits it");
-                        self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
-                        connection.close(
-                            VarInt::from_u32(u32::from(code::UNAUTHORIZED)),
-                            message.as_bytes(),
-                        );
-                        return;
+                    match self.check_token(&token).await {
+                        Ok(_) => unchecked = false,
+                        // The side store failed, not the token: the connection goes on,
+                        // and says so once per outage.
+                        Err(Refusal { store_error: Some(e), .. }) => {
+                            if !std::mem::replace(&mut unchecked, true) {
+                                tracing::warn!(agent = %agent, error = %e, "cannot check an agent's token again; its connection goes on");
+                            }
+                        }
+                        Err(Refusal { message, store_error: None }) => {
+                            tracing::info!(%remote, agent = %agent, %message, "closing an agent's connection: its token no longer admits it");
+                            self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
+                            connection.close(
+                                VarInt::from_u32(u32::from(code::UNAUTHORIZED)),
+                                message.as_bytes(),
+                            );
+                            return;
+                        }
                     }
                     continue;
                 }
@@ -638,19 +649,16 @@ impl Conn {
                     p.role,
                     Access::Ingest.roles()
                 ),
-                definite: true,
+                store_error: None,
             }),
             Err(vigil_relational::Error::Unauthenticated) => Err(Refusal {
                 message: "unknown, revoked or expired token".into(),
-                definite: true,
+                store_error: None,
             }),
-            Err(e) => {
-                tracing::error!(error = %e, "side store error checking a QUIC token");
-                Err(Refusal {
-                    message: "the token could not be checked; see the server log".into(),
-                    definite: false,
-                })
-            }
+            Err(e) => Err(Refusal {
+                message: "the token could not be checked; see the server log".into(),
+                store_error: Some(e.to_string()),
+            }),
         }
     }
 
@@ -691,7 +699,12 @@ impl Conn {
                 principal = Some(p);
                 None
             }
-            Err(refusal) => Some(refusal.message),
+            Err(refusal) => {
+                if let Some(e) = &refusal.store_error {
+                    tracing::error!(error = %e, "side store error checking a QUIC token");
+                }
+                Some(refusal.message)
+            }
         } {
             self.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
             Some((code::UNAUTHORIZED, refused))
@@ -732,8 +745,8 @@ impl Conn {
 /// Why a token does not admit a connection.
 struct Refusal {
     message: String,
-    /// Not a side-store failure: the token itself is refused.
-    definite: bool,
+    /// The side store failed (the token itself may be good): its error.
+    store_error: Option<String>,
 }
 
 /// The control stream after `WELCOME`: `INVENTORY` frames register the agent's machine in

@@ -414,7 +414,8 @@ fn batch_loop(
         while spool.lock().unacked().1 > limits.spool && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        spool.lock().append(
+        Spool::append_shared(
+            spool,
             format,
             std::mem::take(&mut open.body),
             open.lines,
@@ -460,7 +461,7 @@ fn batch_loop(
                     flush(&mut open)?;
                     let mut lp = Vec::new();
                     metrics.push(&mut lp, &text, None, now);
-                    spool.lock().append(lp_ns, lp, 1, &[])?;
+                    Spool::append_shared(spool, lp_ns, lp, 1, &[])?;
                     notify.notify_one();
                     continue;
                 }

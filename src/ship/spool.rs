@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use vigil_api::protocol::{Format, Precision};
 
 /// Segment size past which a new segment starts.
@@ -73,7 +74,7 @@ pub(crate) struct Spool {
     /// different batches under the same sequence numbers.
     _lock: File,
     dir: PathBuf,
-    active: File,
+    active: Arc<File>,
     active_id: u64,
     active_len: u64,
     /// Closed segments: id → highest sequence in it.
@@ -81,6 +82,8 @@ pub(crate) struct Spool {
     next_seq: u64,
     unacked: VecDeque<Arc<Record>>,
     unacked_bytes: usize,
+    /// The batch [`Spool::append_shared`] is syncing: not to be sent yet.
+    syncing: Option<u64>,
     acked: u64,
     /// Path → position, as of the last record.
     positions: BTreeMap<String, FilePos>,
@@ -151,13 +154,14 @@ impl Spool {
         Ok(Self {
             _lock: lock,
             dir: dir.to_path_buf(),
-            active,
+            active: Arc::new(active),
             active_id,
             active_len: 0,
             closed,
             next_seq: next_seq.unwrap_or_else(first_seq),
             unacked,
             unacked_bytes,
+            syncing: None,
             acked: 0,
             positions,
         })
@@ -168,7 +172,9 @@ impl Spool {
         &self.positions
     }
 
-    /// Writes a batch durably and returns its sequence number.
+    /// Writes a batch durably and returns its sequence number: [`Spool::append_shared`]
+    /// for a spool nobody shares (tests).
+    #[cfg(test)]
     pub(crate) fn append(
         &mut self,
         format: u8,
@@ -180,7 +186,32 @@ impl Spool {
         self.write(format, None, body, lines)
     }
 
-    /// Writes a record (replacing batch `replaces`, if given) with every file's position.
+    /// Writes a batch durably and returns its sequence number, on the spool the sender
+    /// shares: the fsync runs without the lock, so that sends and acknowledgements need
+    /// not wait for the disk, and the batch is not handed to the sender
+    /// ([`Spool::after`]) before it is durable. One caller at a time (the batcher).
+    pub(crate) fn append_shared(
+        spool: &Mutex<Self>,
+        format: u8,
+        body: Vec<u8>,
+        lines: usize,
+        positions: &[(String, FilePos)],
+    ) -> anyhow::Result<u64> {
+        let (seq, file) = {
+            let mut s = spool.lock();
+            s.positions.extend(positions.iter().cloned());
+            let written = s.write_unsynced(format, None, body, lines)?;
+            s.syncing = Some(written.0);
+            written
+        };
+        let synced = file.sync_data();
+        let mut s = spool.lock();
+        synced.with_context(|| format!("syncing the spool {}", s.dir.display()))?;
+        s.syncing = None;
+        Ok(seq)
+    }
+
+    /// Writes a record durably (replacing batch `replaces`, if given).
     fn write(
         &mut self,
         format: u8,
@@ -188,41 +219,59 @@ impl Spool {
         body: Vec<u8>,
         lines: usize,
     ) -> anyhow::Result<u64> {
+        let (seq, file) = self.write_unsynced(format, replaces, body, lines)?;
+        file.sync_data()
+            .with_context(|| format!("syncing the spool {}", self.dir.display()))?;
+        Ok(seq)
+    }
+
+    /// Writes a record with every file's position and queues its batch, without
+    /// syncing: the segment to sync before the batch may be sent.
+    fn write_unsynced(
+        &mut self,
+        format: u8,
+        replaces: Option<u64>,
+        body: Vec<u8>,
+        lines: usize,
+    ) -> anyhow::Result<(u64, Arc<File>)> {
         let seq = self.next_seq;
         // Every record carries the position of every file, so the newest record alone
         // tells where to read on.
-        let mut rec = Vec::with_capacity(body.len() + 64);
-        rec.extend_from_slice(&seq.to_le_bytes());
-        rec.push(if replaces.is_some() {
+        let mut head = Vec::with_capacity(64);
+        head.extend_from_slice(&seq.to_le_bytes());
+        head.push(if replaces.is_some() {
             format | REPLACES
         } else {
             format
         });
-        rec.extend_from_slice(&(self.positions.len() as u16).to_le_bytes());
+        head.extend_from_slice(&(self.positions.len() as u16).to_le_bytes());
         for (path, pos) in &self.positions {
-            rec.extend_from_slice(&(path.len() as u16).to_le_bytes());
-            rec.extend_from_slice(path.as_bytes());
-            rec.extend_from_slice(&pos.dev.to_le_bytes());
-            rec.extend_from_slice(&pos.ino.to_le_bytes());
-            rec.extend_from_slice(&pos.offset.to_le_bytes());
+            head.extend_from_slice(&(path.len() as u16).to_le_bytes());
+            head.extend_from_slice(path.as_bytes());
+            head.extend_from_slice(&pos.dev.to_le_bytes());
+            head.extend_from_slice(&pos.ino.to_le_bytes());
+            head.extend_from_slice(&pos.offset.to_le_bytes());
         }
         if let Some(replaced) = replaces {
-            rec.extend_from_slice(&replaced.to_le_bytes());
+            head.extend_from_slice(&replaced.to_le_bytes());
         }
-        rec.extend_from_slice(&body);
-        let mut frame = Vec::with_capacity(rec.len() + 12);
-        frame.extend_from_slice(&(rec.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&rec).to_le_bytes());
-        frame.extend_from_slice(&rec);
-        if self.active_len > 0 && self.active_len + frame.len() as u64 > SEGMENT_BYTES {
+        let mut sum = xxhash_rust::xxh3::Xxh3Default::new();
+        sum.update(&head);
+        sum.update(&body);
+        let len = head.len() + body.len();
+        let mut frame = Vec::with_capacity(12 + head.len());
+        frame.extend_from_slice(&(len as u32).to_le_bytes());
+        frame.extend_from_slice(&sum.digest().to_le_bytes());
+        frame.extend_from_slice(&head);
+        let size = (frame.len() + body.len()) as u64;
+        if self.active_len > 0 && self.active_len + size > SEGMENT_BYTES {
             self.rotate()?;
         }
-        let failed = |what| format!("{what} the spool {}", self.dir.display());
-        self.active
-            .write_all(&frame)
-            .with_context(|| failed("writing"))?;
-        self.active.sync_data().with_context(|| failed("syncing"))?;
-        self.active_len += frame.len() as u64;
+        let mut file = &*self.active;
+        file.write_all(&frame)
+            .and_then(|()| file.write_all(&body))
+            .with_context(|| format!("writing the spool {}", self.dir.display()))?;
+        self.active_len += size;
         self.next_seq += 1;
         self.unacked_bytes += body.len();
         self.unacked.push_back(Arc::new(Record {
@@ -231,14 +280,14 @@ impl Spool {
             body: Bytes::from(body),
             lines,
         }));
-        Ok(seq)
+        Ok((seq, Arc::clone(&self.active)))
     }
 
     fn rotate(&mut self) -> anyhow::Result<()> {
         let max = self.next_seq.saturating_sub(1);
         self.closed.insert(self.active_id, max);
         self.active_id += 1;
-        self.active = create_segment(&self.dir, self.active_id)?;
+        self.active = Arc::new(create_segment(&self.dir, self.active_id)?);
         self.active_len = 0;
         self.drop_acked_segments();
         Ok(())
@@ -371,10 +420,12 @@ impl Spool {
         }
     }
 
-    /// Unacknowledged batches after sequence `after`, oldest first, at most `n`.
+    /// Unacknowledged batches after sequence `after`, oldest first, at most `n`; none
+    /// from a batch still being synced on.
     pub(crate) fn after(&self, after: u64, n: usize) -> Vec<Arc<Record>> {
         self.unacked
             .iter()
+            .take_while(|r| Some(r.seq) != self.syncing)
             .filter(|r| r.seq > after)
             .take(n)
             .cloned()

@@ -125,6 +125,16 @@ impl Serving {
             .unwrap()
     }
 
+    /// Sends HELLO as `agent`, with the agent token.
+    async fn say_hello(&self, ctl_send: &mut quinn::SendStream, agent: &str) {
+        let hello = Frame::Hello {
+            version: protocol::VERSION,
+            token: self.token.clone(),
+            agent: agent.into(),
+        };
+        write_frame(ctl_send, &hello).await.unwrap();
+    }
+
     /// A new connection that has said HELLO as `agent`, and its control stream.
     async fn hello(
         &self,
@@ -140,12 +150,7 @@ impl Serving {
     ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
         let conn = self.connect_from(endpoint).await;
         let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
-        let hello = Frame::Hello {
-            version: protocol::VERSION,
-            token: self.token.clone(),
-            agent: agent.into(),
-        };
-        write_frame(&mut ctl_send, &hello).await.unwrap();
+        self.say_hello(&mut ctl_send, agent).await;
         assert!(matches!(
             next(&mut ctl_recv).await,
             Some(Frame::Welcome { .. })
@@ -378,12 +383,7 @@ async fn channels_open_only_after_welcome() {
             .is_err(),
         "a second stream opened before HELLO"
     );
-    let hello = Frame::Hello {
-        version: protocol::VERSION,
-        token: server.token.clone(),
-        agent: "agent-early".into(),
-    };
-    write_frame(&mut ctl_send, &hello).await.unwrap();
+    server.say_hello(&mut ctl_send, "agent-early").await;
     assert!(matches!(
         next(&mut ctl_recv).await,
         Some(Frame::Welcome { .. })
@@ -478,12 +478,7 @@ async fn a_revoked_token_closes_its_connections() {
     );
     let conn = server.connect().await;
     let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.unwrap();
-    let hello = Frame::Hello {
-        version: protocol::VERSION,
-        token: server.token.clone(),
-        agent: "revoked-agent".into(),
-    };
-    write_frame(&mut ctl_send, &hello).await.unwrap();
+    server.say_hello(&mut ctl_send, "revoked-agent").await;
     assert!(matches!(
         next(&mut ctl_recv).await,
         Some(Frame::Error {

@@ -660,6 +660,48 @@ async fn ship_sets_aside_what_the_server_refuses() {
     server.terminate();
 }
 
+/// A file rotated while the agent was stopped: after its restart the agent finds the old
+/// file under its new name by its inode, reads the lines written to it meanwhile, then the
+/// new file from its start; every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_finishes_a_file_rotated_while_it_was_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let file = work.path().join("app.log");
+    let spool = work.path().join("spool");
+    let agent = || {
+        ship_command(dir.path(), &spool, server.quic)
+            .args(["--service", "restarted", "--batch-wait", "50ms"])
+            .arg(&file)
+            .spawn()
+            .expect("vigil ship starts")
+    };
+    let stop = |mut agent: std::process::Child| async move {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+        let status = exits(&mut agent, Duration::from_secs(20)).await;
+        assert!(status.success(), "everything was acknowledged: {status}");
+    };
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'restarted'";
+    write_lines(&file, "before", 100, false);
+    let first = agent();
+    wait_for(&server, sql, 100).await;
+    stop(first).await;
+    // Meanwhile: 50 more lines, then the file is rotated and a new one begun.
+    write_lines(&file, "while-stopped", 50, true);
+    std::fs::rename(&file, work.path().join("app.log.1")).unwrap();
+    write_lines(&file, "after", 30, false);
+    let second = agent();
+    wait_for(&server, sql, 180).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(second).await;
+    assert_eq!(count(&server, sql).await, 180);
+    let distinct = "SELECT count(DISTINCT message) AS n FROM events WHERE service = 'restarted'";
+    assert_eq!(count(&server, distinct).await, 180);
+    server.terminate();
+}
+
 /// A new spool for an agent id the server already knows (say, a container that lost its
 /// volume but keeps `--agent-id`) numbers its batches above the old ones: batches it
 /// spooled before it could connect are stored, not taken for resends.

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -203,6 +203,24 @@ pub(crate) fn read_stdin(tx: Sender<Input>, max_line: usize, stop: &AtomicBool, 
     }
 }
 
+/// The file `pos` was read in, if it is no longer the one at `path` but still in its
+/// directory under another name (rotated: `app.log` renamed to `app.log.1`), and open.
+fn renamed_away(path: &Path, pos: FilePos) -> Option<(PathBuf, File)> {
+    let same = |m: &std::fs::Metadata| m.dev() == pos.dev && m.ino() == pos.ino;
+    if std::fs::metadata(path).is_ok_and(|m| same(&m)) {
+        return None;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && same(&m)))
+        .find_map(|e| File::open(e.path()).ok().map(|f| (e.path(), f)))
+}
+
 /// Tails `path` from `start` (the spooled position, if the file is still the same one),
 /// in lines of at most `max_line` bytes. Without `follow`, stops at the end of the file.
 pub(crate) fn tail(
@@ -218,16 +236,29 @@ pub(crate) fn tail(
     let poll = Duration::from_millis(100);
     let mut start = start;
     'files: loop {
-        let mut file = loop {
-            match File::open(&path) {
-                Ok(f) => break f,
-                Err(e) if follow && !stop.load(Ordering::Relaxed) => {
-                    tracing_wait(&source, &e);
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(_) if stop.load(Ordering::Relaxed) => return,
-                Err(e) => return unreadable(&tx, format!("cannot read {source}: {e}")),
+        // The file read last may have been renamed away while the agent was stopped
+        // (rotated): its rest comes first, then the file now at `path`.
+        let renamed = start.and_then(|p| renamed_away(&path, p));
+        let finishing = renamed.is_some();
+        let mut file = match renamed {
+            Some((old, f)) => {
+                eprintln!(
+                    "vigil ship: {source} was rotated while the agent was stopped: reading the rest of {} first",
+                    old.display()
+                );
+                f
             }
+            None => loop {
+                match File::open(&path) {
+                    Ok(f) => break f,
+                    Err(e) if follow && !stop.load(Ordering::Relaxed) => {
+                        tracing_wait(&source, &e);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(_) if stop.load(Ordering::Relaxed) => return,
+                    Err(e) => return unreadable(&tx, format!("cannot read {source}: {e}")),
+                }
+            },
         };
         let meta = match file.metadata() {
             Ok(meta) => meta,
@@ -290,6 +321,16 @@ pub(crate) fn tail(
                 continue;
             }
             // At the end of the file.
+            if finishing {
+                // The rest of a renamed file is read: on to the one at `path`.
+                if lines
+                    .finish()
+                    .is_some_and(|line| !send(line, &mut offset, true))
+                {
+                    return;
+                }
+                continue 'files;
+            }
             if !follow {
                 if let Some(line) = lines.finish() {
                     send(line, &mut offset, true);

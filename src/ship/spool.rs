@@ -268,9 +268,12 @@ impl Spool {
             self.rotate()?;
         }
         let mut file = &*self.active;
-        file.write_all(&frame)
-            .and_then(|()| file.write_all(&body))
-            .with_context(|| format!("writing the spool {}", self.dir.display()))?;
+        if let Err(e) = file.write_all(&frame).and_then(|()| file.write_all(&body)) {
+            // No torn record stays for later ones to follow (a restart would cut them
+            // off with it).
+            let _ = file.set_len(self.active_len);
+            return Err(e).with_context(|| format!("writing the spool {}", self.dir.display()));
+        }
         self.active_len += size;
         self.next_seq += 1;
         self.unacked_bytes += body.len();

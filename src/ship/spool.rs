@@ -46,7 +46,8 @@ pub(crate) struct FilePos {
 }
 
 /// Format-byte flag of a record that replaces a batch the server refused (its good
-/// lines): the body starts with the `u64` sequence of the batch it replaces.
+/// lines): between the read positions and the payload it holds the `u64` sequence of the
+/// batch it replaces.
 const REPLACES: u8 = 0x80;
 
 /// What became of a refused batch ([`Spool::salvage`]).

@@ -930,6 +930,8 @@ async fn loopback_agents_send_packets_larger_than_ethernets() {
     );
 }
 
+/// With `--quic-client-ca` a client without a certificate from that CA is refused, one
+/// with it is welcomed, and `vigil ship` presents one with `--cert` and `--key`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -987,5 +989,22 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         matches!(welcomed, Ok(Some(Frame::Welcome { .. }))),
         "{welcomed:?}"
     );
+    // `vigil ship` presents its certificate with --cert and --key.
+    let (cert, key) = (work.path().join("agent.pem"), work.path().join("agent.key"));
+    std::fs::write(&cert, client_cert.pem()).unwrap();
+    std::fs::write(&key, client_key.serialize_pem()).unwrap();
+    let file = work.path().join("mtls.log");
+    write_lines(&file, "mtls", 10, false);
+    let mut agent = ship_command(dir.path(), &work.path().join("spool"), server.quic)
+        .args(["--service", "mtls", "--once", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    finishes(&mut agent, Duration::from_secs(30)).await;
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'mtls'";
+    assert_eq!(count(&server, sql).await, 10);
     server.terminate();
 }

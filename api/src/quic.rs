@@ -155,24 +155,33 @@ pub fn server_identity(config: &QuicConfig, data_dir: &Path) -> Result<ServerIde
             ));
         }
     };
-    let chain = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| QuicError::Tls(format!("{}: {e}", cert_path.display())))?;
-    let Some(first) = chain.first() else {
-        return Err(QuicError::Tls(format!(
-            "{}: no certificate in the file",
-            cert_path.display()
-        )));
-    };
-    let fingerprint = fingerprint(first);
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| QuicError::Tls(format!("{}: {e}", key_path.display())))?;
+    let (chain, key) = load_identity(&cert_path, &key_path)?;
     Ok(ServerIdentity {
+        fingerprint: fingerprint(&chain[0]),
         chain,
         key,
-        fingerprint,
         cert_path,
     })
+}
+
+/// A certificate chain (PEM, at least one certificate) and its private key (PEM): a
+/// server's identity, or a client's for mutual TLS.
+pub fn load_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), QuicError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| QuicError::Tls(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(QuicError::Tls(format!(
+            "{}: no certificate in the file",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| QuicError::Tls(format!("{}: {e}", key.display())))?;
+    Ok((chain, key))
 }
 
 /// SHA-256 of a certificate's DER bytes, as colon-separated hex.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
 use quinn::{Endpoint, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
 use vigil_api::quic::{
@@ -58,11 +59,16 @@ enum End {
     Retry(Duration, String),
 }
 
-/// A QUIC client endpoint trusting the certificates in `ca` (PEM), on a socket of the
+/// A QUIC client endpoint trusting the certificates in `ca` (PEM), presenting `identity`
+/// (certificate chain and key) if the server asks for one (mutual TLS), on a socket of the
 /// address family `server` resolves to now (IPv4 if it does not resolve yet; a session
 /// rebinds it when the family changes).
-pub(crate) fn endpoint(ca: &Path, server: &str) -> anyhow::Result<Endpoint> {
-    let config = client_config(ca, protocol::ALPN, None)?;
+pub(crate) fn endpoint(
+    ca: &Path,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    server: &str,
+) -> anyhow::Result<Endpoint> {
+    let config = client_config(ca, protocol::ALPN, identity)?;
     let ipv6 = server
         .to_socket_addrs()
         .ok()

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use vigil_api::auth::admin_token_path;
 use vigil_api::protocol::{Format, Precision};
-use vigil_api::quic::self_signed_cert_path;
+use vigil_api::quic::{load_identity, self_signed_cert_path};
 
 use input::{Input, LineFormat, Shaper};
 use spool::{FilePos, Spool};
@@ -56,6 +56,13 @@ pub(crate) struct ShipArgs {
     /// CA certificate (PEM) to trust the server with, e.g. its self-signed certificate.
     #[arg(long)]
     pub(crate) ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for a server that requires mutual TLS
+    /// (`vigil serve --quic-client-ca`).
+    #[arg(long, requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
     /// The server's data directory, when it runs on this machine: its certificate and
     /// admin token are taken from there.
     #[arg(long)]
@@ -300,7 +307,11 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let endpoint = client::endpoint(&ca, &args.server)?;
+        let identity = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => Some(load_identity(cert, key)?),
+            _ => None,
+        };
+        let endpoint = client::endpoint(&ca, identity, &args.server)?;
         let client = client::Client {
             endpoint,
             server: args.server.clone(),

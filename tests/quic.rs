@@ -930,6 +930,61 @@ async fn loopback_agents_send_packets_larger_than_ethernets() {
     );
 }
 
+/// `vigil ship --server-fingerprint` trusts the server by the fingerprint it logs, with no
+/// certificate file; a server with another certificate is refused, naming its fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ship_trusts_a_server_by_its_fingerprint() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &[]).await;
+    let cert = CertificateDer::pem_file_iter(dir.path().join("tls").join("server.crt"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let pin = vigil_api::quic::fingerprint(&cert);
+    let token = admin_token(dir.path());
+    let file = work.path().join("pinned.log");
+    write_lines(&file, "pinned", 10, false);
+    let ship = |pin: &str, spool: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("ship")
+            .arg("--server")
+            .arg(server.quic.to_string())
+            .args(["--server-fingerprint", pin, "--token", &token, "--spool"])
+            .arg(work.path().join(spool))
+            .args(["--service", "pinned", "--once"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Lower case and without colons is the same fingerprint.
+    finishes(
+        &mut ship(&pin.replace(':', "").to_lowercase(), "spool-1"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let sql = "SELECT count(*) AS n FROM events WHERE service = 'pinned'";
+    assert_eq!(count(&server, sql).await, 10);
+    let other = "AB:".repeat(31) + "AB";
+    let refused = ship(&other, "spool-2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(refused.id() as i32, libc::SIGTERM) };
+    let out = refused.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the server's certificate has fingerprint {pin}")),
+        "{stderr}"
+    );
+    assert_eq!(count(&server, sql).await, 10);
+    server.terminate();
+}
+
 /// With `--quic-client-ca` a client without a certificate from that CA is refused, one
 /// with it is welcomed, and `vigil ship` presents one with `--cert` and `--key`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

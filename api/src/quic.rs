@@ -242,10 +242,110 @@ pub fn client_config(
             .add(cert.map_err(|e| tls_err(&e))?)
             .map_err(|e| tls_err(&e))?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
+    let builder = tls13_client(crypto_provider())?.with_root_certificates(roots);
+    finish_client_config(builder, alpn, identity)
+}
+
+/// [`client_config`] trusting the one server certificate whose SHA-256 [`fingerprint`] is
+/// `pin` (colon-separated hex as the server logs it; colons and case do not matter),
+/// whoever issued it and whatever names it holds: for a self-signed server certificate
+/// known by the fingerprint alone.
+pub fn pinned_client_config(
+    pin: &str,
+    alpn: &[u8],
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<quinn::ClientConfig, QuicError> {
+    let hex: String = pin.chars().filter(|c| *c != ':').collect();
+    let sha256 = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|d| d.len() == 32)
+        .ok_or_else(|| {
+            QuicError::Tls(format!(
+                "'{pin}' is not a SHA-256 fingerprint (32 bytes in hex, as the server logs it)"
+            ))
+        })?;
+    let provider = crypto_provider();
+    let verifier = Pinned {
+        sha256,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let builder = tls13_client(provider)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    finish_client_config(builder, alpn, identity)
+}
+
+fn tls13_client(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, QuicError> {
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Tls(e.to_string()))?
-        .with_root_certificates(roots);
+        .map_err(|e| QuicError::Tls(e.to_string()))
+}
+
+/// Trusts the server certificate with a given SHA-256, and checks that the server holds
+/// its key (the handshake signature) like any other verifier.
+#[derive(Debug)]
+struct Pinned {
+    sha256: Vec<u8>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if digest.as_ref() == self.sha256.as_slice() {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        let message = format!(
+            "the server's certificate has fingerprint {}, not the pinned one",
+            fingerprint(end_entity)
+        );
+        // (`General`, not `InvalidCertificate`: the peer sees the reason plainly.)
+        Err(rustls::Error::General(message))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The rest of a client configuration: client certificate, ALPN, transport.
+fn finish_client_config(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    alpn: &[u8],
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<quinn::ClientConfig, QuicError> {
     let mut tls = match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)

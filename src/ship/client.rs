@@ -3,7 +3,7 @@
 //! and send again from the first unacknowledged batch.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,7 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::Notify;
 use vigil_api::protocol::{self, Frame, code};
 use vigil_api::quic::{
-    FrameReader, client_config, client_endpoint, read_frame, udp_socket, write_batch, write_frame,
+    FrameReader, client_config, client_endpoint, pinned_client_config, read_frame, udp_socket,
+    write_batch, write_frame,
 };
 
 use super::Stats;
@@ -59,16 +60,27 @@ enum End {
     Retry(Duration, String),
 }
 
-/// A QUIC client endpoint trusting the certificates in `ca` (PEM), presenting `identity`
+/// How the agent trusts the server.
+pub(crate) enum Trust {
+    /// The certificates in this file (PEM).
+    Ca(PathBuf),
+    /// The certificate with this SHA-256 fingerprint.
+    Fingerprint(String),
+}
+
+/// A QUIC client endpoint trusting the server as `trust` says, presenting `identity`
 /// (certificate chain and key) if the server asks for one (mutual TLS), on a socket of the
 /// address family `server` resolves to now (IPv4 if it does not resolve yet; a session
 /// rebinds it when the family changes).
 pub(crate) fn endpoint(
-    ca: &Path,
+    trust: &Trust,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     server: &str,
 ) -> anyhow::Result<Endpoint> {
-    let config = client_config(ca, protocol::ALPN, identity)?;
+    let config = match trust {
+        Trust::Ca(ca) => client_config(ca, protocol::ALPN, identity)?,
+        Trust::Fingerprint(pin) => pinned_client_config(pin, protocol::ALPN, identity)?,
+    };
     let ipv6 = server
         .to_socket_addrs()
         .ok()

@@ -56,6 +56,10 @@ pub(crate) struct ShipArgs {
     /// CA certificate (PEM) to trust the server with, e.g. its self-signed certificate.
     #[arg(long)]
     pub(crate) ca: Option<PathBuf>,
+    /// Trust the server whose certificate has this SHA-256 fingerprint (as `vigil serve`
+    /// logs it at start), instead of --ca.
+    #[arg(long, conflicts_with = "ca")]
+    pub(crate) server_fingerprint: Option<String>,
     /// Client certificate chain (PEM) for a server that requires mutual TLS
     /// (`vigil serve --quic-client-ca`).
     #[arg(long, requires = "key")]
@@ -147,11 +151,12 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let ca = match (&args.ca, &args.data_dir) {
-        (Some(ca), _) => ca.clone(),
-        (None, Some(dir)) => self_signed_cert_path(dir),
-        (None, None) => bail!(
-            "give --ca (the server's certificate) or --data-dir (the server's data directory)"
+    let trust = match (&args.server_fingerprint, &args.ca, &args.data_dir) {
+        (Some(pin), _, _) => client::Trust::Fingerprint(pin.clone()),
+        (None, Some(ca), _) => client::Trust::Ca(ca.clone()),
+        (None, None, Some(dir)) => client::Trust::Ca(self_signed_cert_path(dir)),
+        (None, None, None) => bail!(
+            "give --ca (the server's certificate), --server-fingerprint (as the server logs it) or --data-dir (the server's data directory)"
         ),
     };
     let token = match (&args.token, &args.data_dir) {
@@ -311,7 +316,7 @@ pub(crate) fn run(args: ShipArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some(load_identity(cert, key)?),
             _ => None,
         };
-        let endpoint = client::endpoint(&ca, identity, &args.server)?;
+        let endpoint = client::endpoint(&trust, identity, &args.server)?;
         let client = client::Client {
             endpoint,
             server: args.server.clone(),

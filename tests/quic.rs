@@ -494,8 +494,7 @@ async fn ship_spools_what_it_read_when_stopped() {
     input.flush().unwrap();
     // The lines wait in the open batch (60 s) while stdin stays open.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    sigterm(&first);
     let status = exits(&mut first, Duration::from_secs(20)).await;
     assert!(!status.success(), "exits with an error while batches wait");
     drop(input);
@@ -555,8 +554,7 @@ async fn ship_stopped_mid_stream_keeps_every_line_it_took() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    sigterm(&first);
     exits(&mut first, Duration::from_secs(10)).await;
     // The agent is gone: stop the shipper and read what it left in the pipe.
     writing.store(false, Ordering::Relaxed);
@@ -680,8 +678,7 @@ async fn ship_finishes_a_file_rotated_while_it_was_stopped() {
     // (A batch whose acknowledgement the agent had not read yet waits in the spool and
     // is resent after the restart: stored once all the same.)
     let stop = |mut agent: std::process::Child| async move {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+        sigterm(&agent);
         exits(&mut agent, Duration::from_secs(20)).await;
     };
     let sql = "SELECT count(*) AS n FROM events WHERE service = 'restarted'";
@@ -744,6 +741,12 @@ async fn a_new_spool_for_a_known_agent_loses_nothing() {
 async fn finishes(agent: &mut std::process::Child, limit: Duration) {
     let status = exits(agent, limit).await;
     assert!(status.success(), "vigil ship failed: {status}");
+}
+
+/// Asks `vigil ship` to stop, as systemd or ctrl-c would.
+fn sigterm(agent: &std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
 }
 
 /// Waits for `vigil ship` to exit within `limit`.
@@ -972,8 +975,7 @@ async fn ship_trusts_a_server_by_its_fingerprint() {
     let other = "AB:".repeat(31) + "AB";
     let refused = ship(&other, "spool-2");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(refused.id() as i32, libc::SIGTERM) };
+    sigterm(&refused);
     let out = refused.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");

@@ -25,7 +25,8 @@
 //! `quic` loads one fresh server over QUIC (`vigil/1`, one agent per connection, 8 batches
 //! in flight) and another over HTTP with the same data and connection count, then measures
 //! the server's resident memory with `--idle` connected agents that send nothing and its
-//! peak with `--active` agents loading it.
+//! peak with `--active` agents loading it. With `--https` the second server serves HTTPS
+//! (`--http-tls`, TLS 1.3 with the same certificate), so that both transports encrypt.
 //!
 //! `VIGIL_BENCH_SERVER_LOG=FILE` keeps the server's log (level info: flushes with their rows and
 //! duration) in `FILE`; each server started rewrites it.
@@ -89,6 +90,9 @@ enum Cmd {
         /// Load over HTTP first, then over QUIC (to see whether the order matters).
         #[arg(long)]
         http_first: bool,
+        /// Compare with HTTPS (`vigil serve --http-tls`) instead of plain HTTP.
+        #[arg(long)]
+        https: bool,
         /// Extra flags for `vigil serve`.
         #[arg(long, allow_hyphen_values = true, num_args = 0..)]
         serve_args: Vec<String>,
@@ -147,8 +151,9 @@ fn main() -> anyhow::Result<()> {
             idle,
             active,
             http_first,
+            https,
             serve_args,
-        } => quic::run(load, idle, active, http_first, serve_args),
+        } => quic::run(load, idle, active, http_first, https, serve_args),
         Cmd::GenerateEvents { rows, out } => events::generate(rows, &out),
         Cmd::Events { load, serve_args } => events::run(load, serve_args),
         Cmd::External { load, url, pid } => {
@@ -323,16 +328,17 @@ impl Report {
 }
 
 /// Reads the file (of `lines` lines) in batches of `batch` lines and posts them over
-/// `connections` connections. `token` goes in `Authorization: Bearer` (Vigil's admin token;
-/// none for other servers).
+/// `connections` connections. For a `vigil` server, its admin token goes in
+/// `Authorization: Bearer` and HTTPS trusts its certificate; other servers get neither.
 async fn load_server(
     args: &LoadArgs,
     lines: u64,
     url: &str,
     pid: Option<u32>,
-    token: Option<&str>,
+    vigil: Option<&Spawned>,
 ) -> anyhow::Result<Report> {
-    let token = token.map(str::to_string);
+    let token = vigil.map(|s| s.token.clone());
+    let ca = vigil.and_then(|s| s.ca.clone());
     let progress = progress_bar(lines, "loading");
     let (tx, rx) = mpmc::bounded(args.connections * 2);
     let file = args.file.clone();
@@ -346,7 +352,7 @@ async fn load_server(
     for _ in 0..args.connections {
         let (rx, url) = (rx.clone(), url.to_string());
         let (rows, bytes, retries) = (Arc::clone(&rows), Arc::clone(&bytes), Arc::clone(&retries));
-        let progress = progress.clone();
+        let (progress, ca) = (progress.clone(), ca.clone());
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = &token {
             headers.insert(
@@ -355,7 +361,7 @@ async fn load_server(
             );
         }
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
+            let client = http_client(ca.as_deref())
                 .pool_max_idle_per_host(1)
                 .default_headers(headers)
                 .build()
@@ -492,10 +498,27 @@ fn peak_rss(pid: u32) -> Option<u64> {
 }
 
 /// A `vigil serve` child on free ports.
+/// An HTTP client builder trusting `ca` (PEM) for HTTPS.
+fn http_client(ca: Option<&Path>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    match ca {
+        None => builder,
+        Some(ca) => {
+            let pem = std::fs::read(ca).expect("the server's certificate");
+            builder
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        }
+    }
+}
+
 struct Spawned {
     child: Child,
     pid: u32,
+    /// `https://…` when started with `--http-tls`.
     url: String,
+    /// The certificate HTTPS clients trust (with `--http-tls`).
+    ca: Option<PathBuf>,
     quic: std::net::SocketAddr,
     /// The data directory's admin token.
     token: String,
@@ -532,17 +555,32 @@ fn spawn_vigil(dir: &Path, serve_args: &[String]) -> anyhow::Result<Spawned> {
         })
         .spawn()?;
     // Held from here on, so that an error below stops the server too.
+    let https = serve_args.iter().any(|a| a == "--http-tls");
     let mut spawned = Spawned {
         pid: child.id(),
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!(
+            "{}://127.0.0.1:{port}",
+            if https { "https" } else { "http" }
+        ),
+        ca: https.then(|| dir.join("tls").join("server.crt")),
         quic,
         token: String::new(),
     };
     let health = format!("{}/health", spawned.url);
     tokio_runtime().block_on(async {
         for _ in 0..500 {
-            if reqwest::get(&health).await.is_ok() {
+            // The certificate exists once the server is up far enough to listen.
+            let ready = spawned.ca.as_deref().is_none_or(Path::exists);
+            if ready
+                && http_client(spawned.ca.as_deref())
+                    .build()
+                    .expect("HTTP client")
+                    .get(&health)
+                    .send()
+                    .await
+                    .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -563,7 +601,7 @@ fn run_vigil(
     let tmp = tempfile::tempdir()?;
     let dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let mut server = spawn_vigil(&dir, &serve_args)?;
-    let (pid, url, token) = (server.pid, server.url.clone(), server.token.clone());
+    let (pid, url) = (server.pid, server.url.clone());
     let rt = tokio_runtime();
     let rss = RssSampler::start(pid);
     let lines = count_lines(&load.file)?;
@@ -572,7 +610,7 @@ fn run_vigil(
         lines,
         &format!("{url}/api/v1/write"),
         None,
-        Some(&token),
+        Some(&server),
     ))?;
     // Graceful stop flushes the buffer; then measure the files.
     let flush_start = Instant::now();

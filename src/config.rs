@@ -26,11 +26,15 @@ pub(crate) struct ServeArgs {
     /// HTTP listen address [default: 127.0.0.1:7070].
     #[arg(long, env = "VIGIL_HTTP_ADDR")]
     pub(crate) http_addr: Option<SocketAddr>,
+    /// Serve the HTTP API over TLS (HTTPS, TLS 1.3) with the QUIC certificate
+    /// (--quic-cert, or the self-signed one in DATA_DIR/tls/).
+    #[arg(long, env = "VIGIL_HTTP_TLS")]
+    pub(crate) http_tls: bool,
     /// QUIC ingest listen address (UDP) [default: 127.0.0.1:7071].
     #[arg(long, env = "VIGIL_QUIC_ADDR")]
     pub(crate) quic_addr: Option<SocketAddr>,
-    /// QUIC TLS certificate chain (PEM) [default: a self-signed one created in
-    /// DATA_DIR/tls/].
+    /// TLS certificate chain (PEM) of QUIC and, with --http-tls, of HTTPS [default: a
+    /// self-signed one created in DATA_DIR/tls/].
     #[arg(long, env = "VIGIL_QUIC_CERT", requires = "quic_key")]
     pub(crate) quic_cert: Option<PathBuf>,
     /// Private key (PEM) of --quic-cert.
@@ -138,6 +142,7 @@ pub(crate) struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
+    http_tls: Option<bool>,
     quic_addr: Option<SocketAddr>,
     quic_cert: Option<PathBuf>,
     quic_key: Option<PathBuf>,
@@ -181,6 +186,8 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct ServeConfig {
     pub(crate) http_addr: SocketAddr,
+    /// HTTPS instead of plain HTTP, with the QUIC certificate.
+    pub(crate) http_tls: bool,
     pub(crate) quic: QuicConfig,
     /// Tokens configured besides the admin token.
     pub(crate) tokens: Vec<String>,
@@ -358,6 +365,7 @@ impl ServeArgs {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            http_tls: self.http_tls || file.http_tls.unwrap_or(false),
             engine,
             http,
             query,
@@ -402,6 +410,7 @@ mod tests {
         assert_eq!(c.http.max_body_bytes, 64 * 1024 * 1024);
         assert_eq!(c.engine.wal.durability, Durability::Fsync);
         assert_eq!(c.query.parallel_rows, 524_288);
+        assert!(!c.http_tls, "plain HTTP on loopback by default");
     }
 
     #[test]
@@ -410,7 +419,7 @@ mod tests {
         let path = dir.path().join("vigil.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/tmp/x\"\nhttp_addr = \"127.0.0.1:9000\"\nflush_age = \"30s\"\nmax_body_size = \"1MiB\"\nquery_parallel_rows = 0\n",
+            "data_dir = \"/tmp/x\"\nhttp_addr = \"127.0.0.1:9000\"\nhttp_tls = true\nflush_age = \"30s\"\nmax_body_size = \"1MiB\"\nquery_parallel_rows = 0\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -420,6 +429,7 @@ mod tests {
         };
         let c = args.resolve().unwrap();
         assert_eq!(c.http_addr.port(), 9999);
+        assert!(c.http_tls, "http_tls from the file");
         assert_eq!(c.engine.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.engine.flush_age, Duration::from_secs(30));
         assert_eq!(c.http.max_body_bytes, 1024 * 1024);

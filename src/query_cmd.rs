@@ -20,9 +20,44 @@ pub(crate) struct QueryArgs {
     /// API token [default: the admin token of --data-dir].
     #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
-    /// Data directory of a server on this machine, whose `admin.token` to use.
+    /// Data directory of a server on this machine, whose `admin.token` to use (and, for
+    /// an `https://` server, whose certificate to trust unless --ca is given).
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = "./vigil-data")]
     pub(crate) data_dir: std::path::PathBuf,
+    /// Trust an `https://` server whose certificate is in this PEM file (or was issued by
+    /// a CA in it) [default: DATA_DIR/tls/server.crt].
+    #[arg(long, env = "VIGIL_CA")]
+    pub(crate) ca: Option<std::path::PathBuf>,
+}
+
+/// An HTTP client for `server`: for `https://`, trusting --ca or the data directory's
+/// certificate (and nothing else).
+fn client(args: &QueryArgs) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    if !args.server.starts_with("https://") {
+        return builder.build().context("creating the HTTP client");
+    }
+    let ca = args
+        .ca
+        .clone()
+        .unwrap_or_else(|| vigil_api::quic::self_signed_cert_path(&args.data_dir));
+    let pem = std::fs::read(&ca).with_context(|| {
+        format!(
+            "cannot read the certificate to trust for {} ({}); pass --ca, or --data-dir of \
+             the server",
+            args.server,
+            ca.display()
+        )
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .with_context(|| format!("{}: no PEM certificate in the file", ca.display()))?;
+    let mut builder = builder.tls_built_in_root_certs(false);
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().context("creating the HTTPS client")
 }
 
 /// The token of `--token`, else the data directory's admin token.
@@ -60,7 +95,8 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let token = token(&args)?;
     let started = Instant::now();
-    let batches = runtime.block_on(fetch(&args.server, &token, &sql))?;
+    let client = client(&args)?;
+    let batches = runtime.block_on(fetch(&client, &args.server, &token, &sql))?;
     let elapsed = started.elapsed();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut out = std::io::stdout().lock();
@@ -99,9 +135,14 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(server: &str, token: &str, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
+async fn fetch(
+    client: &reqwest::Client,
+    server: &str,
+    token: &str,
+    sql: &str,
+) -> anyhow::Result<Vec<RecordBatch>> {
     let url = format!("{}/api/v1/query", server.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let resp = client
         .post(&url)
         .bearer_auth(token)
         .json(&serde_json::json!({ "sql": sql, "format": "arrow" }))

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tracing_subscriber::EnvFilter;
 use vigil_api::auth::{Authenticator, admin_token_path, load_or_create_admin_token};
 use vigil_api::quic::{QuicServer, QuicStats, server_identity};
+use vigil_api::tls::{TlsListener, https_server_config};
 use vigil_api::{AppState, router};
 use vigil_engine::{Engine, SystemTimeProvider};
 use vigil_query::{Lifecycle, QueryEngine};
@@ -76,6 +78,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding HTTP address {}", config.http_addr))?;
         let cert_path = identity.cert_path.clone();
         let fingerprint = identity.fingerprint.clone();
+        let https = match config.http_tls {
+            true => Some(https_server_config(&identity).context("HTTPS certificate")?),
+            false => None,
+        };
         let quic = QuicServer::bind(
             config.quic.clone(),
             identity,
@@ -86,6 +92,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the QUIC listener")?;
         tracing::info!(
             http = %listener.local_addr().unwrap_or(config.http_addr),
+            scheme = if https.is_some() { "https" } else { "http" },
             quic = %quic.local_addr().unwrap_or(config.quic.addr),
             cert = %cert_path.display(),
             fingerprint = %fingerprint,
@@ -105,12 +112,27 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.http.clone(),
             quic_stats,
         ));
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+        // `tap_io` gives both listeners axum's `SocketAddr` connect info, which the
+        // audit trail records.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = match https {
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls)
+                    .context("starting the HTTPS listener")?
+                    .tap_io(|_| ());
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }
         .context("HTTP server failed");
         let _ = stop_tx.send(true);
         let _ = quic_task.await;

@@ -82,3 +82,98 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
     assert!(err.contains("nope") && err.contains("HTTP 400"), "{err}");
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_api_with_the_servers_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), free_port(), &["--http-tls"]).await;
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let client = server.client();
+    let resp = client
+        .post(format!("{}/api/v1/write?precision=s", server.url))
+        .body("cpu,host=web-1 usage=12.5 1763800000\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    // The audit trail still records the client's address through the TLS listener.
+    let resp = client
+        .post(format!("{}/api/v1/tickets", server.url))
+        .json(&serde_json::json!({ "title": "disk full on web-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let audit: serde_json::Value = client
+        .get(format!("{}/api/v1/audit?action=TICKET_CREATED", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"][0]["ip_address"], "127.0.0.1", "{audit}");
+    // Plain HTTP on the HTTPS port gets no answer.
+    let plain = server.url.replace("https://", "http://");
+    assert!(
+        reqwest::get(format!("{plain}/health")).await.is_err(),
+        "plain HTTP answered on the HTTPS port"
+    );
+
+    // `vigil query` trusts the data directory's certificate by default...
+    let (url, data_dir) = (server.url.clone(), dir.path().to_path_buf());
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (url, data_dir) = (url.clone(), data_dir.clone());
+        move || {
+            vigil_query(
+                &url,
+                &data_dir,
+                &["--format", "csv", "SELECT host, usage FROM cpu"],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out, "host,usage\nweb-1,12.5\n");
+    // ...and only the certificate it is told to trust.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other_pem = data_dir.join("other.crt");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let (url, data_dir) = (url.clone(), data_dir.clone());
+        let ca = other_pem.to_str().unwrap().to_string();
+        move || vigil_query(&url, &data_dir, &["--ca", &ca, "SELECT 1"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("certificate"), "{err}");
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let (url, data_dir) = (url.clone(), data_dir.clone());
+        move || {
+            vigil_query(
+                &url,
+                &data_dir,
+                &["--ca", "/nonexistent/ca.pem", "SELECT 1"],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    let not_pem = data_dir.join("admin.token");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        vigil_query(
+            &url,
+            &data_dir,
+            &["--ca", not_pem.to_str().unwrap(), "SELECT 1"],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("no PEM certificate"), "{err}");
+    server.terminate();
+}

@@ -12,10 +12,16 @@ pub(crate) struct Server {
     /// The data directory's admin token, read once the server is up.
     pub(crate) token: String,
     data_dir: std::path::PathBuf,
+    /// Served with `--http-tls`: clients trust the data directory's certificate.
+    https: bool,
 }
 
 /// An HTTP client that sends `token` with every request.
 pub(crate) fn client_with_token(token: &str, timeout: Option<Duration>) -> reqwest::Client {
+    token_client(token, timeout).build().unwrap()
+}
+
+fn token_client(token: &str, timeout: Option<Duration>) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -25,7 +31,7 @@ pub(crate) fn client_with_token(token: &str, timeout: Option<Duration>) -> reqwe
     if let Some(t) = timeout {
         b = b.timeout(t);
     }
-    b.build().unwrap()
+    b
 }
 
 /// A loopback port free for both TCP and UDP, below the kernel's ephemeral range.
@@ -84,27 +90,41 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("vigil binary starts");
+        let https = extra.contains(&"--http-tls");
+        let scheme = if https { "https" } else { "http" };
         let mut server = Server {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             quic,
             token: String::new(),
             data_dir: data_dir.to_path_buf(),
+            https,
         };
         server.wait_healthy().await;
         server
     }
 
-    /// An HTTP client sending the admin token.
+    /// An HTTP client sending the admin token (and trusting the server's certificate).
     pub(crate) fn client(&self) -> reqwest::Client {
-        client_with_token(&self.token, None)
+        let mut b = token_client(&self.token, None);
+        if self.https {
+            let pem = std::fs::read(self.data_dir.join("tls/server.crt")).unwrap();
+            b = b
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
     }
 
     async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let token_file = self.data_dir.join("admin.token");
         while Instant::now() < deadline {
-            if let Ok(token) = std::fs::read_to_string(&token_file) {
+            // Under --http-tls the certificate appears after the token.
+            let cert_ready = !self.https || self.data_dir.join("tls/server.crt").exists();
+            if let Ok(token) = std::fs::read_to_string(&token_file)
+                && cert_ready
+            {
                 self.token = token.trim().to_string();
                 let client = self.client();
                 if let Ok(r) = client.get(format!("{}/health", self.url)).send().await

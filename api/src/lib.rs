@@ -17,6 +17,7 @@ mod query;
 pub mod quic;
 pub mod routes;
 mod store;
+pub mod tls;
 mod write;
 
 pub use error::ApiError;

@@ -208,7 +208,7 @@ fn create_self_signed(cert: &Path, key: &Path) -> Result<(), QuicError> {
     }
     write_private(key, certified.signing_key.serialize_pem().as_bytes()).map_err(io(key))?;
     std::fs::write(cert, certified.cert.pem()).map_err(io(cert))?;
-    tracing::info!(cert = %cert.display(), "created a self-signed QUIC certificate");
+    tracing::info!(cert = %cert.display(), "created a self-signed TLS certificate");
     Ok(())
 }
 
@@ -235,13 +235,7 @@ pub fn client_config(
     alpn: &[u8],
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<quinn::ClientConfig, QuicError> {
-    let tls_err = |e: &dyn std::fmt::Display| QuicError::Tls(format!("{}: {e}", ca.display()));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err(&e))? {
-        roots
-            .add(cert.map_err(|e| tls_err(&e))?)
-            .map_err(|e| tls_err(&e))?;
-    }
+    let roots = crate::tls::load_roots(ca)?;
     let builder = tls13_client(crypto_provider())?.with_root_certificates(roots);
     finish_client_config(builder, alpn, identity)
 }
@@ -369,7 +363,7 @@ fn finish_client_config(
 /// rustls offers AES-256-GCM first; every QUIC packet is encrypted, and AES-128's 10
 /// rounds against AES-256's 14 make the bulk of a batch's bytes cheaper to seal and open
 /// on both ends. The server picks by this order, not the client's.
-fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::cipher_suite;
     Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: vec![
@@ -469,16 +463,7 @@ impl QuicServer {
         let builder = match &config.client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(ca)
-                    .map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?
-                {
-                    let cert =
-                        cert.map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| QuicError::Tls(format!("{}: {e}", ca.display())))?;
-                }
+                let roots = crate::tls::load_roots(ca)?;
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,

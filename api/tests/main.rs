@@ -17,6 +17,7 @@ mod analytics;
 mod query;
 mod quic;
 mod store;
+mod tls;
 
 /// The router over `engine`, with a query engine of default limits; requests without
 /// a token are sent with an admin token.

@@ -90,7 +90,7 @@ pub(super) fn run(load: LoadArgs, serve_args: Vec<String>) -> anyhow::Result<()>
             lines,
             &format!("{}/api/v1/events", s.url),
             None,
-            Some(&s.token),
+            Some(&s),
         ))?;
         super::quic::stop(&mut s)?;
         report.peak_rss = rss.stop();

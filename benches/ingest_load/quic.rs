@@ -24,6 +24,7 @@ pub(super) fn run(
     idle: usize,
     active: usize,
     http_first: bool,
+    https: bool,
     serve_args: Vec<String>,
 ) -> anyhow::Result<()> {
     let rt = tokio_runtime();
@@ -36,8 +37,13 @@ pub(super) fn run(
     } else {
         [true, false]
     };
+    let mut http_args = serve_args.clone();
+    if https {
+        http_args.push("--http-tls".into());
+    }
     for quic in order {
-        throughput(&rt, &load, lines, &serve_args, quic)?;
+        let args = if quic { &serve_args } else { &http_args };
+        throughput(&rt, &load, lines, args, quic)?;
     }
     // 3. Memory with idle agents, then peak with active ones.
     let dir = tempfile::tempdir()?;
@@ -86,13 +92,15 @@ fn throughput(
         rt.block_on(load_quic(load, lines, load.connections, dir.path(), s.quic))?
     } else {
         let url = format!("{}/api/v1/write", s.url);
-        rt.block_on(load_server(load, lines, &url, None, Some(&s.token)))?
+        rt.block_on(load_server(load, lines, &url, None, Some(&s)))?
     };
     let cpu = cpu.stop();
     stop(&mut s)?;
     report.peak_rss = rss.stop();
     report.print(if quic {
         "vigil over QUIC"
+    } else if s.ca.is_some() {
+        "vigil over HTTPS"
     } else {
         "vigil over HTTP"
     });

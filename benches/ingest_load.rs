@@ -25,8 +25,9 @@
 //! `quic` loads one fresh server over QUIC (`vigil/1`, one agent per connection, 8 batches
 //! in flight) and another over HTTP with the same data and connection count, then measures
 //! the server's resident memory with `--idle` connected agents that send nothing and its
-//! peak with `--active` agents loading it. With `--https` the second server serves HTTPS
-//! (`--http-tls`, TLS 1.3 with the same certificate), so that both transports encrypt.
+//! peak with `--active` agents loading it. `--https` adds a load over HTTPS (`--http-tls`,
+//! TLS 1.3 with the same certificate), where both transports encrypt; `--rounds N` loads
+//! over each transport N times, turning the order every round, and prints the medians.
 //!
 //! `VIGIL_BENCH_SERVER_LOG=FILE` keeps the server's log (level info: flushes with their rows and
 //! duration) in `FILE`; each server started rewrites it.
@@ -90,9 +91,13 @@ enum Cmd {
         /// Load over HTTP first, then over QUIC (to see whether the order matters).
         #[arg(long)]
         http_first: bool,
-        /// Compare with HTTPS (`vigil serve --http-tls`) instead of plain HTTP.
+        /// Load over HTTPS (`vigil serve --http-tls`) too.
         #[arg(long)]
         https: bool,
+        /// Load over each transport this many times, the order turned by one place every
+        /// round, then print each one's median.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Extra flags for `vigil serve`.
         #[arg(long, allow_hyphen_values = true, num_args = 0..)]
         serve_args: Vec<String>,
@@ -152,8 +157,9 @@ fn main() -> anyhow::Result<()> {
             active,
             http_first,
             https,
+            rounds,
             serve_args,
-        } => quic::run(load, idle, active, http_first, https, serve_args),
+        } => quic::run(load, idle, active, http_first, https, rounds, serve_args),
         Cmd::GenerateEvents { rows, out } => events::generate(rows, &out),
         Cmd::Events { load, serve_args } => events::run(load, serve_args),
         Cmd::External { load, url, pid } => {

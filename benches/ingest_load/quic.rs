@@ -25,25 +25,37 @@ pub(super) fn run(
     active: usize,
     http_first: bool,
     https: bool,
+    rounds: usize,
     serve_args: Vec<String>,
 ) -> anyhow::Result<()> {
     let rt = tokio_runtime();
     // Counted once, before any CPU is measured (reading the file is not part of a load).
     let lines = super::count_lines(&load.file)?;
-    // 1. and 2. QUIC and HTTP throughput, each on a fresh server, same data and
-    // connections.
-    let order = if http_first {
-        [false, true]
-    } else {
-        [true, false]
-    };
-    let mut http_args = serve_args.clone();
+    // 1. and 2. Throughput over each transport, each load on a fresh server, same data
+    // and connections. The order turns by one place every round, so that each transport
+    // goes first as often as the others (the first load of a run tends to be slower).
+    let mut transports = vec![Transport::Quic, Transport::Http];
     if https {
-        http_args.push("--http-tls".into());
+        transports.push(Transport::Https);
     }
-    for quic in order {
-        let args = if quic { &serve_args } else { &http_args };
-        throughput(&rt, &load, lines, args, quic)?;
+    if http_first {
+        transports.rotate_left(1);
+    }
+    let mut results: Vec<(Transport, f64)> = Vec::new();
+    for round in 0..rounds.max(1) {
+        let mut order = transports.clone();
+        order.rotate_left(round % transports.len());
+        for transport in order {
+            let mut args = serve_args.clone();
+            if transport == Transport::Https {
+                args.push("--http-tls".into());
+            }
+            let rows_per_s = throughput(&rt, &load, lines, &args, transport)?;
+            results.push((transport, rows_per_s));
+        }
+    }
+    if rounds > 1 {
+        summary(&transports, &results);
     }
     // 3. Memory with idle agents, then peak with active ones.
     let dir = tempfile::tempdir()?;
@@ -75,20 +87,38 @@ pub(super) fn run(
     Ok(())
 }
 
-/// Loads a fresh server over QUIC (`quic`) or HTTP and prints the report with the CPU
-/// time both sides used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Quic,
+    Http,
+    /// HTTP over TLS 1.3 (`vigil serve --http-tls`).
+    Https,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Quic => "QUIC",
+            Transport::Http => "HTTP",
+            Transport::Https => "HTTPS",
+        }
+    }
+}
+
+/// Loads a fresh server over `transport`, prints the report with the CPU time both sides
+/// used, and returns the rows per second.
 fn throughput(
     rt: &tokio::runtime::Runtime,
     load: &LoadArgs,
     lines: u64,
     serve_args: &[String],
-    quic: bool,
-) -> anyhow::Result<()> {
+    transport: Transport,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let mut s = spawn_vigil(dir.path(), serve_args)?;
     let rss = RssSampler::start(s.pid);
     let cpu = CpuMeter::start(s.pid);
-    let mut report = if quic {
+    let mut report = if transport == Transport::Quic {
         rt.block_on(load_quic(load, lines, load.connections, dir.path(), s.quic))?
     } else {
         let url = format!("{}/api/v1/write", s.url);
@@ -97,16 +127,46 @@ fn throughput(
     let cpu = cpu.stop();
     stop(&mut s)?;
     report.peak_rss = rss.stop();
-    report.print(if quic {
-        "vigil over QUIC"
-    } else if s.ca.is_some() {
-        "vigil over HTTPS"
-    } else {
-        "vigil over HTTP"
-    });
+    report.print(&format!("vigil over {}", transport.name()));
     cpu.print(report.rows);
     println!();
-    Ok(())
+    Ok(report.rows as f64 / report.elapsed.as_secs_f64())
+}
+
+/// Median rows/s of each transport over the rounds, and QUIC's against each other.
+fn summary(transports: &[Transport], results: &[(Transport, f64)]) {
+    let median = |t: Transport| {
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|(r, _)| *r == t)
+            .map(|(_, x)| *x)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let quic = median(Transport::Quic);
+    for &t in transports {
+        let all: Vec<String> = results
+            .iter()
+            .filter(|(r, _)| *r == t)
+            .map(|(_, x)| format!("{x:.0}"))
+            .collect();
+        let against = match t {
+            Transport::Quic => String::new(),
+            _ => format!(" (QUIC: {:.0} %)", 100.0 * quic / median(t)),
+        };
+        println!(
+            "median {:<5}       {:.0} rows/s of {}{against}",
+            t.name(),
+            median(t),
+            all.join(", ")
+        );
+    }
+    println!();
 }
 
 pub(super) fn stop(s: &mut super::Spawned) -> anyhow::Result<()> {

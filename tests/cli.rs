@@ -22,6 +22,18 @@ fn vigil_query(url: &str, data_dir: &Path, args: &[&str]) -> (bool, String, Stri
     )
 }
 
+/// [`vigil_query`] on a blocking thread, out of the test's runtime.
+async fn query(url: &str, data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let (url, data_dir) = (url.to_string(), data_dir.to_path_buf());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        vigil_query(&url, &data_dir, &args)
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vigil_query_prints_a_table_csv_json_and_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,16 +46,9 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
-    let url = server.url.clone();
-    let data_dir = dir.path().to_path_buf();
+    let (url, data_dir) = (server.url.as_str(), dir.path());
     let sql = "SELECT host, usage FROM cpu ORDER BY host";
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        let data_dir = data_dir.clone();
-        move || vigil_query(&url, &data_dir, &[sql])
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = query(url, data_dir, &[sql]).await;
     assert!(ok, "{err}");
     assert_eq!(
         out,
@@ -55,29 +60,14 @@ async fn vigil_query_prints_a_table_csv_json_and_errors() {
          +-------+-------+\n"
     );
     assert!(err.starts_with("(2 rows, "), "{err}");
-    let (ok, out, _) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        let data_dir = data_dir.clone();
-        move || vigil_query(&url, &data_dir, &["--format", "csv", sql])
-    })
-    .await
-    .unwrap();
+    let (ok, out, _) = query(url, data_dir, &["--format", "csv", sql]).await;
     assert!(ok);
     assert_eq!(out, "host,usage\nweb-1,12.5\nweb-2,80.25\n");
-    let (ok, out, _) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        let data_dir = data_dir.clone();
-        move || vigil_query(&url, &data_dir, &["--format", "json", sql])
-    })
-    .await
-    .unwrap();
+    let (ok, out, _) = query(url, data_dir, &["--format", "json", sql]).await;
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[1]["usage"], 80.25);
-    let (ok, _, err) =
-        tokio::task::spawn_blocking(move || vigil_query(&url, &data_dir, &["SELECT * FROM nope"]))
-            .await
-            .unwrap();
+    let (ok, _, err) = query(url, data_dir, &["SELECT * FROM nope"]).await;
     assert!(!ok);
     assert!(err.contains("nope") && err.contains("HTTP 400"), "{err}");
     server.terminate();
@@ -104,14 +94,7 @@ async fn https_serves_the_api_with_the_servers_certificate() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let audit: serde_json::Value = client
-        .get(format!("{}/api/v1/audit?action=TICKET_CREATED", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = server.get_json("/api/v1/audit?action=TICKET_CREATED").await;
     assert_eq!(audit["items"][0]["ip_address"], "127.0.0.1", "{audit}");
     // Plain HTTP on the HTTPS port gets no answer.
     let plain = server.url.replace("https://", "http://");
@@ -121,58 +104,29 @@ async fn https_serves_the_api_with_the_servers_certificate() {
     );
 
     // `vigil query` trusts the data directory's certificate by default...
-    let (url, data_dir) = (server.url.clone(), dir.path().to_path_buf());
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let (url, data_dir) = (url.clone(), data_dir.clone());
-        move || {
-            vigil_query(
-                &url,
-                &data_dir,
-                &["--format", "csv", "SELECT host, usage FROM cpu"],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (url, data_dir) = (server.url.as_str(), dir.path());
+    let csv = ["--format", "csv", "SELECT host, usage FROM cpu"];
+    let (ok, out, err) = query(url, data_dir, &csv).await;
     assert!(ok, "{err}");
     assert_eq!(out, "host,usage\nweb-1,12.5\n");
     // ...and only the certificate it is told to trust.
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let other_pem = data_dir.join("other.crt");
     std::fs::write(&other_pem, other.cert.pem()).unwrap();
-    let (ok, _, err) = tokio::task::spawn_blocking({
-        let (url, data_dir) = (url.clone(), data_dir.clone());
-        let ca = other_pem.to_str().unwrap().to_string();
-        move || vigil_query(&url, &data_dir, &["--ca", &ca, "SELECT 1"])
-    })
-    .await
-    .unwrap();
+    let other_pem = other_pem.to_str().unwrap();
+    let (ok, _, err) = query(url, data_dir, &["--ca", other_pem, "SELECT 1"]).await;
     assert!(!ok);
     assert!(err.contains("certificate"), "{err}");
-    let (ok, _, err) = tokio::task::spawn_blocking({
-        let (url, data_dir) = (url.clone(), data_dir.clone());
-        move || {
-            vigil_query(
-                &url,
-                &data_dir,
-                &["--ca", "/nonexistent/ca.pem", "SELECT 1"],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, _, err) = query(url, data_dir, &["--ca", "/nonexistent/ca.pem", "SELECT 1"]).await;
     assert!(!ok);
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     let not_pem = data_dir.join("admin.token");
-    let (ok, _, err) = tokio::task::spawn_blocking(move || {
-        vigil_query(
-            &url,
-            &data_dir,
-            &["--ca", not_pem.to_str().unwrap(), "SELECT 1"],
-        )
-    })
-    .await
-    .unwrap();
+    let (ok, _, err) = query(
+        url,
+        data_dir,
+        &["--ca", not_pem.to_str().unwrap(), "SELECT 1"],
+    )
+    .await;
     assert!(!ok);
     assert!(err.contains("no PEM certificate"), "{err}");
     server.terminate();

@@ -881,15 +881,7 @@ async fn ship_follows_rotation_and_truncation_and_sends_host_metrics() {
     .await;
     assert!(n >= 1, "system rows with every field: {n}");
     // ... and the machine is in the systems registry, with its inventory.
-    let systems: serde_json::Value = server
-        .client()
-        .get(format!("{}/api/v1/systems", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let systems = server.get_json("/api/v1/systems").await;
     let items = systems["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{systems}");
     assert!(items[0]["cpu_cores"].as_i64().unwrap() > 0, "{systems}");

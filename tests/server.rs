@@ -116,6 +116,18 @@ impl Server {
         b.build().unwrap()
     }
 
+    /// `GET path` with the admin token, its answer as JSON.
+    pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = self
+            .client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
     async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let token_file = self.data_dir.join("admin.token");

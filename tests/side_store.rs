@@ -102,14 +102,7 @@ async fn kill9_loses_no_acknowledged_ticket_and_keeps_the_audit_chain() {
         "{audited} audit rows for {} tickets",
         acked.len()
     );
-    let report: Value = client
-        .get(format!("{}/api/v1/audit/verify", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = server.get_json("/api/v1/audit/verify").await;
     assert_eq!(report["ok"], true, "{report}");
     server.terminate();
 

@@ -363,7 +363,7 @@ fn finish_client_config(
 /// rustls offers AES-256-GCM first; every QUIC packet is encrypted, and AES-128's 10
 /// rounds against AES-256's 14 make the bulk of a batch's bytes cheaper to seal and open
 /// on both ends. The server picks by this order, not the client's.
-pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::cipher_suite;
     Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: vec![
@@ -373,6 +373,40 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
         ],
         ..rustls::crypto::ring::default_provider()
     })
+}
+
+/// A server's TLS 1.3 configuration: its certificate `chain` and `key`, `alpn`, the
+/// cipher order of [`crypto_provider`] (the server's, not the client's), and client
+/// certificates required when `client_ca` (PEM) is given.
+pub(crate) fn server_tls(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<&Path>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, QuicError> {
+    let provider = crypto_provider();
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = crate::tls::load_roots(ca)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| QuicError::Tls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut tls = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.ignore_client_order = true;
+    Ok(tls)
 }
 
 /// The largest UDP payload an endpoint accepts (the `max_udp_payload_size` it advertises)
@@ -456,28 +490,12 @@ impl QuicServer {
         tokens: Arc<Authenticator>,
         stats: Arc<QuicStats>,
     ) -> Result<Self, QuicError> {
-        let provider = crypto_provider();
-        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| QuicError::Tls(e.to_string()))?;
-        let builder = match &config.client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let roots = crate::tls::load_roots(ca)?;
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider,
-                )
-                .build()
-                .map_err(|e| QuicError::Tls(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut tls = builder
-            .with_single_cert(identity.chain, identity.key)
-            .map_err(|e| QuicError::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
-        tls.ignore_client_order = true;
+        let tls = server_tls(
+            identity.chain,
+            identity.key,
+            config.client_ca.as_deref(),
+            protocol::ALPN,
+        )?;
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
@@ -732,8 +750,9 @@ impl Conn {
         }
     }
 
-    /// The principal of `token` if it may ingest. A refusal is `definite` when the token
-    /// is unknown, revoked, expired or of the wrong role, not when the side store failed.
+    /// The principal of `token` if it may ingest. A refusal carries a `store_error` when
+    /// the side store failed (the token may be good), none when the token is unknown,
+    /// revoked, expired or of the wrong role.
     async fn check_token(&self, token: &str) -> Result<vigil_relational::Principal, Refusal> {
         match self.tokens.authenticate(token).await {
             Ok(p) if Access::Ingest.allows(p.role) => Ok(p),

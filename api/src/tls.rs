@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::quic::{QuicError, ServerIdentity, crypto_provider};
+use crate::quic::{QuicError, ServerIdentity, server_tls};
 
 /// TLS handshakes in progress at once; further connections wait in the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -30,15 +30,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn https_server_config(
     identity: &ServerIdentity,
 ) -> Result<Arc<rustls::ServerConfig>, QuicError> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tls.ignore_client_order = true;
-    Ok(Arc::new(tls))
+    let (chain, key) = (identity.chain.clone(), identity.key.clone_key());
+    server_tls(chain, key, None, b"http/1.1").map(Arc::new)
 }
 
 /// The certificates of a PEM file, to trust as roots (a server's own self-signed

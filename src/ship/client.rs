@@ -366,9 +366,13 @@ impl Client {
                     Ok(Some(Frame::Reject { seq, message, .. })) => {
                         in_flight -= 1;
                         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        let salvaged = self.spool.lock().salvage(seq, valid_line);
+                        // A failure to keep the lines stops the agent with the batch
+                        // still spooled: acknowledging later batches would drop it.
+                        let salvaged = self.spool.lock().salvage(seq, valid_line).with_context(|| {
+                            format!("the server refused batch {seq} ({message}), and its lines could not be set aside")
+                        })?;
                         let what = match salvaged {
-                            Ok(Some(s)) => {
+                            Some(s) => {
                                 self.stats.lines_aside.fetch_add(s.set_aside as u64, Ordering::Relaxed);
                                 match s.resent {
                                     Some((new, n)) => format!(
@@ -379,8 +383,7 @@ impl Client {
                                     None => format!("its {} lines are set aside in {}", s.set_aside, s.path.display()),
                                 }
                             }
-                            Ok(None) => "not resent".into(),
-                            Err(e) => format!("its lines are lost: {e:#}"),
+                            None => "not resent".into(),
                         };
                         eprintln!("vigil ship: the server refused batch {seq}: {message}; {what}");
                     }

@@ -314,7 +314,9 @@ impl Spool {
     /// after a crash the spool holds either the old batch or the new one, never both. If
     /// no line is bad on its own (the batch is refused as a whole, say for a field type
     /// conflict with stored data) or none is good, the whole batch goes to the file.
-    /// Either way `seq` is done: it is not sent again. `None` if `seq` is not spooled.
+    /// Either way `seq` is done: it is not sent again. `None` if `seq` is not spooled. If
+    /// the lines cannot be written (disk full), `seq` stays spooled and the error is the
+    /// caller's to stop on: the next start salvages it again.
     pub(crate) fn salvage(
         &mut self,
         seq: u64,
@@ -323,9 +325,9 @@ impl Spool {
         let Some(record) = self.unacked.iter().find(|r| r.seq == seq).cloned() else {
             return Ok(None);
         };
-        let salvaged = self.split(&record, valid);
+        let salvaged = self.split(&record, valid)?;
         self.ack_through(seq);
-        salvaged.map(Some)
+        Ok(Some(salvaged))
     }
 
     fn split(
@@ -637,6 +639,26 @@ mod tests {
         assert_eq!(
             fs::read_to_string(dir.path().join("rejected.lp")).unwrap(),
             "x1\nx2\nc\n"
+        );
+    }
+
+    #[test]
+    fn a_batch_whose_lines_cannot_be_set_aside_stays_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the rejected file would go: appending to it fails.
+        fs::create_dir(dir.path().join("rejected.lp")).unwrap();
+        let mut s = Spool::open(dir.path()).unwrap();
+        let refused = s.append(1, b"a\nx1\n".to_vec(), 2, &[]).unwrap();
+        let err = s
+            .salvage(refused, |_, line| !line.starts_with(b"x"))
+            .err()
+            .expect("the rejected file cannot be written");
+        assert!(format!("{err:#}").contains("rejected.lp"), "{err:#}");
+        let left: Vec<u64> = s.after(0, 10).iter().map(|r| r.seq).collect();
+        assert_eq!(
+            left,
+            [refused],
+            "still spooled, to be salvaged at the next start"
         );
     }
 
